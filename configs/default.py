@@ -1,0 +1,89 @@
+"""Shared defaults; every named config starts from `get_default_config()` and overrides."""
+import ml_collections
+
+
+def get_default_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 42
+  config.device = 'auto'              # 'auto' picks cuda when available, else cpu
+
+  config.sde = sde = ml_collections.ConfigDict()
+  sde.name = 'vpsde'                  # 'vpsde' | 'subvpsde' | 'vesde'
+  sde.schedule = 'linear'             # VP/sub-VP beta schedule: 'linear' | 'cosine'
+  sde.beta_min = 0.1                  # beta(0)
+  sde.beta_max = 20.0                 # beta(1)
+  sde.sigma_min = 0.01                # VE sigma(0)
+  sde.sigma_max = 50.0                # VE sigma(1)
+  sde.num_scales = 1000               # N: discretization steps of the training chain
+
+  config.training = training = ml_collections.ConfigDict()
+  training.batch_size = 128
+  training.n_iters = 1_300_001
+  training.loss = 'dsm'               # 'dsm' (continuous or discrete t) | 'ddpm' (L_simple)
+  training.continuous = True          # continuous t in [eps, T]; False: integer chain steps
+  training.reduce_mean = False        # mean (True) or sum (False) over dimensions
+  training.likelihood_weighting = False  # weight DSM by g(t)^2 (Song et al. 2021b)
+  training.eps = 1e-5                 # smallest training time
+  training.log_freq = 50
+  training.snapshot_freq = 10_000     # checkpoint + sample grid every this many steps
+  training.snapshot_sampling = True
+  training.keep_checkpoints = 3
+
+  config.sampling = sampling = ml_collections.ConfigDict()
+  sampling.method = 'pc'              # 'pc' | 'ode' | 'sde' | 'ancestral'
+  sampling.predictor = 'reverse_diffusion'  # 'euler_maruyama' | 'reverse_diffusion' | 'ancestral' | 'none'
+  sampling.corrector = 'langevin'     # 'langevin' | 'ald' | 'none'
+  sampling.steps = 1000               # predictor steps (score evaluations per corrector step)
+  sampling.snr = 0.16                 # Langevin signal-to-noise ratio r (Alg. 4/5)
+  sampling.n_steps_each = 1           # corrector steps per predictor step
+  sampling.noise_removal = True       # final step returns its mean (no noise)
+  sampling.eps = 1e-3                 # smallest sampling time
+  sampling.variance = 'beta_tilde'    # ancestral reverse variance: 'beta_tilde' | 'beta'
+  sampling.ode_method = 'dopri5'
+  sampling.rtol = 1e-5
+  sampling.atol = 1e-5
+  sampling.sde_solver = 'euler'       # torchsde method for method='sde'
+  sampling.num_samples = 64
+  sampling.batch_size = 64
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = 'cifar10'
+  data.root = 'data_cache'
+  data.image_size = 32
+  data.num_channels = 3
+  data.centered = True                # scale to [-1, 1]; False keeps [0, 1]
+  data.random_flip = True
+  data.uniform_dequantization = False
+  data.num_bins = 256                 # quantization levels (bits/dim offset)
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = 'ddpm'
+  model.parameterization = 'eps'      # network predicts eps (score = -eps/std) or 'score' (score*std)
+  model.ema_rate = 0.9999
+  model.nf = 128
+  model.ch_mult = (1, 2, 2, 2)
+  model.num_res_blocks = 2
+  model.attn_resolutions = (16,)
+  model.dropout = 0.1
+  model.hidden = 256                  # mlp width
+  model.num_layers = 4                # mlp residual blocks
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.lr = 2e-4
+  optim.beta1 = 0.9
+  optim.eps = 1e-8
+  optim.weight_decay = 0.0
+  optim.warmup = 5000
+  optim.grad_clip = 1.0
+
+  config.eval = evaluate = ml_collections.ConfigDict()
+  evaluate.ckpt = ''                  # '' = latest checkpoint in the workdir
+  evaluate.samplers = ()              # extra sampler overrides compared in one call
+  evaluate.enable_fid = True
+  evaluate.enable_bpd = True
+  evaluate.enable_vlb = True
+  evaluate.num_samples = 50_000
+  evaluate.batch_size = 500
+  evaluate.bpd_num_images = 0         # 0 = the whole test split
+  evaluate.inception_weights = ''     # local copy of clean-fid's Inception file
+  return config

@@ -1,0 +1,20 @@
+"""SDEs of score-based generative modelling: VP (with the DDPM chain), sub-VP and VE."""
+from sde_lib.base import SDE, ReverseSDE, batch_broadcast
+from sde_lib.subvp import SubVPSDE
+from sde_lib.ve import VESDE
+from sde_lib.vp import VPSDE
+
+__all__ = ['SDE', 'ReverseSDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'batch_broadcast', 'get_sde']
+
+
+def get_sde(config):
+  """Build the SDE named by `config.sde.name` from the config's `sde` section."""
+  c = config.sde
+  builders = {
+      'vpsde': lambda: VPSDE(c.beta_min, c.beta_max, c.num_scales, c.schedule),
+      'subvpsde': lambda: SubVPSDE(c.beta_min, c.beta_max, c.num_scales, c.schedule),
+      'vesde': lambda: VESDE(c.sigma_min, c.sigma_max, c.num_scales),
+  }
+  if c.name not in builders:
+    raise ValueError(f"unknown SDE {c.name!r}; choose one of {sorted(builders)}")
+  return builders[c.name]()

@@ -1,0 +1,113 @@
+"""The abstract SDE and its generic reverse process (Song et al. 2021, eqs. 5-6 and 13).
+
+Every SDE here is linear, dx = f(t) x dt + g(t) dw, so its perturbation kernel is Gaussian,
+p_{0t}(x_t | x_0) = N(m(t) x_0, s(t)^2 I), and is fully described by `marginal_coeffs(t)`.
+The exact one-step transition, the discretization, the reverse SDE and the probability-flow
+ODE are all derived here from `sde` and `marginal_coeffs`, so a new SDE gets every sampler.
+"""
+import abc
+import math
+
+import torch
+
+
+def batch_broadcast(v, x):
+  """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, ...]."""
+  return v.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class SDE(abc.ABC):
+  """A linear forward SDE on [0, T] with N discretization steps."""
+
+  T = 1.0
+
+  def __init__(self, N):
+    self.N = N
+
+  @abc.abstractmethod
+  def sde(self, x, t):
+    """Drift f(x, t) (shape of x) and diffusion g(t) (shape [batch])."""
+
+  @abc.abstractmethod
+  def marginal_coeffs(self, t):
+    """Mean coefficient m(t) and std s(t) of p_{0t}: x_t = m(t) x_0 + s(t) z."""
+
+  @abc.abstractmethod
+  def prior_std(self):
+    """Std of the Gaussian prior p_T = N(0, prior_std^2 I)."""
+
+  def marginal_prob(self, x0, t):
+    """Mean m(t) x_0 and std s(t) (shape [batch]) of p_{0t}(x_t | x_0)."""
+    mean_coeff, std = self.marginal_coeffs(t)
+    return batch_broadcast(mean_coeff, x0) * x0, std
+
+  def marginal_std(self, t):
+    return self.marginal_coeffs(t)[1]
+
+  def prior_sampling(self, shape, generator=None, device='cpu'):
+    return self.prior_std() * torch.randn(*shape, generator=generator, device=device)
+
+  def prior_logp(self, z):
+    """log N(z; 0, prior_std^2 I) per sample, in nats."""
+    dim = z[0].numel()
+    sigma2 = self.prior_std() ** 2
+    sq = z.flatten(1).pow(2).sum(1)
+    return -0.5 * dim * math.log(2 * math.pi * sigma2) - sq / (2 * sigma2)
+
+  def transition(self, t, s):
+    """Exact kernel from time t to a later time s: x_s = a x_t + sigma z.
+
+    For a linear SDE, a = m(s) / m(t) and sigma^2 = s(s)^2 - a^2 s(t)^2, because the
+    kernels from 0 to t and from t to s compose into the kernel from 0 to s.
+    """
+    m_t, std_t = self.marginal_coeffs(t)
+    m_s, std_s = self.marginal_coeffs(s)
+    a = m_s / m_t
+    var = (std_s ** 2 - a ** 2 * std_t ** 2).clamp(min=0)
+    return a, var.sqrt()
+
+  def discretize(self, x, t, dt=None):
+    """f, G with x_{t+dt} = x_t + f + G z (the exact transition; dt defaults to T/N).
+
+    For the VP-SDE this is the DDPM step x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z;
+    for the VE-SDE the SMLD step with G = sqrt(sigma_{i+1}^2 - sigma_i^2).
+    """
+    dt = self.T / self.N if dt is None else dt
+    a, sigma = self.transition(t, t + dt)
+    return (batch_broadcast(a, x) - 1) * x, sigma
+
+  def reverse(self, score_fn, probability_flow=False):
+    """The reverse-time SDE, or with probability_flow the ODE with the same marginals."""
+    return ReverseSDE(self, score_fn, probability_flow)
+
+
+class ReverseSDE:
+  """dx = [f - c g^2 score] dt + (1-c) g dw_bar, integrated from T down to 0 (dt < 0).
+
+  c = 1 gives the reverse SDE (Anderson 1982; Song et al. 2021 eq. 6); c = 1/2 with no noise
+  gives the probability-flow ODE (eq. 13).
+  """
+
+  def __init__(self, forward, score_fn, probability_flow=False):
+    self.forward = forward
+    self.score_fn = score_fn
+    self.probability_flow = probability_flow
+    self.T = forward.T
+    self.N = forward.N
+
+  def _reverse(self, x, t, f, g):
+    weight = 0.5 if self.probability_flow else 1.0
+    score = self.score_fn(x, t)
+    drift = f - weight * batch_broadcast(g ** 2, x) * score
+    diffusion = torch.zeros_like(g) if self.probability_flow else g
+    return drift, diffusion
+
+  def sde(self, x, t):
+    """Drift and diffusion of the reverse process at (x, t)."""
+    f, g = self.forward.sde(x, t)
+    return self._reverse(x, t, f, g)
+
+  def discretize(self, x, t, dt=None):
+    """Reverse-diffusion discretization (Song et al. 2021 eq. 46): x_{t-dt} = x - f + G^2 s + G z."""
+    f, g = self.forward.discretize(x, t - (self.T / self.N if dt is None else dt), dt)
+    return self._reverse(x, t, f, g)

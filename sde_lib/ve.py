@@ -1,0 +1,33 @@
+"""The variance-exploding SDE (Song et al. 2021 eq. 9; SMLD/NCSN as its discretization)."""
+import math
+
+import torch
+
+from sde_lib.base import SDE, batch_broadcast
+
+
+class VESDE(SDE):
+  """dx = sqrt(d sigma^2(t)/dt) dw, sigma(t) = sigma_min (sigma_max/sigma_min)^t; x_t = x_0 + sigma(t) z.
+
+  Its chain is SMLD's geometric noise levels `discrete_sigmas`
+  (sigma_min..sigma_max, N of them).
+  """
+
+  def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
+    super().__init__(N)
+    self.sigma_min = sigma_min   # sigma(0)
+    self.sigma_max = sigma_max   # sigma(1)
+    self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), N))
+
+  def sigma(self, t):
+    return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+  def sde(self, x, t):
+    g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+    return torch.zeros_like(x), g
+
+  def marginal_coeffs(self, t):
+    return torch.ones_like(t), self.sigma(t)
+
+  def prior_std(self):
+    return self.sigma_max

@@ -1,0 +1,61 @@
+"""The variance-preserving SDE and its DDPM Markov chain (Ho et al. 2020; Song et al. 2021)."""
+import torch
+
+from sde_lib.base import SDE, batch_broadcast
+from sde_lib.schedules import get_schedule
+
+
+class VPSDE(SDE):
+  """dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw;  x_t = sqrt(alphabar(t)) x_0 + sqrt(1 - alphabar(t)) z.
+
+  The N-step chain (`discrete_betas`, `alphas`, `alphas_cumprod`, posterior coefficients)
+  is DDPM's: for the linear schedule beta_i = linspace(beta_min/N, beta_max/N, N), i.e.
+  1e-4..0.02 for N = 1000, with chain step i (0-based) at time t = (i+1)/N. Those betas are
+  the Euler step beta(t) dt of the SDE and exceed 1 when beta_max >= N; for such few-step
+  chains, and for the cosine schedule, beta_i = 1 - alphabar(t_i)/alphabar(t_{i-1}) is
+  derived from the continuous schedule (clipped at 0.999 as Nichol & Dhariwal do).
+  """
+
+  def __init__(self, beta_min=0.1, beta_max=20.0, N=1000, schedule='linear'):
+    super().__init__(N)
+    self.beta_min = beta_min    # beta(0)
+    self.beta_max = beta_max    # beta(1)
+    self.schedule_name = schedule
+    self.schedule = get_schedule(schedule, beta_min, beta_max)
+    self.discrete_betas = self._chain_betas().float()
+    self.alphas = 1.0 - self.discrete_betas
+    self.alphas_cumprod = torch.cumprod(self.alphas.double(), 0).float()
+    alphas_cumprod_prev = torch.cat([torch.ones(1), self.alphas_cumprod[:-1]])
+    self.alphas_cumprod_prev = alphas_cumprod_prev
+    self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+    self.sqrt_1m_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+    # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t) (Ho et al. eqs. 6-7).
+    one_m_abar = 1.0 - self.alphas_cumprod
+    self.posterior_mean_coef1 = self.discrete_betas * alphas_cumprod_prev.sqrt() / one_m_abar
+    self.posterior_mean_coef2 = (1.0 - alphas_cumprod_prev) * self.alphas.sqrt() / one_m_abar
+    self.posterior_variance = self.discrete_betas * (1.0 - alphas_cumprod_prev) / one_m_abar
+
+  def _chain_betas(self):
+    N = self.N
+    if self.schedule_name == 'linear' and self.beta_max < N:
+      return torch.linspace(self.beta_min / N, self.beta_max / N, N, dtype=torch.float64)
+    t = torch.arange(N + 1, dtype=torch.float64) / N
+    log_abar = -self.schedule.integral(t)
+    return (1.0 - torch.exp(log_abar[1:] - log_abar[:-1])).clamp(max=0.999)
+
+  def beta(self, t):
+    return self.schedule.beta(t)
+
+  def log_alphabar(self, t):
+    return -self.schedule.integral(t)
+
+  def sde(self, x, t):
+    beta_t = self.beta(t)
+    return -0.5 * batch_broadcast(beta_t, x) * x, beta_t.sqrt()
+
+  def marginal_coeffs(self, t):
+    log_abar = self.log_alphabar(t)
+    return torch.exp(0.5 * log_abar), (-torch.expm1(log_abar)).sqrt()
+
+  def prior_std(self):
+    return 1.0
