@@ -24,7 +24,7 @@ class SubVPSDE(SDE):
 
   def marginal_coeffs(self, t):
     log_abar = -self.schedule.integral(t)
-    return torch.exp(0.5 * log_abar), -torch.expm1(log_abar)
+    return torch.exp(0.5 * log_abar), (-torch.expm1(log_abar)).clamp(min=0)
 
   def prior_std(self):
     return 1.0

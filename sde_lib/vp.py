@@ -55,7 +55,7 @@ class VPSDE(SDE):
 
   def marginal_coeffs(self, t):
     log_abar = self.log_alphabar(t)
-    return torch.exp(0.5 * log_abar), (-torch.expm1(log_abar)).sqrt()
+    return torch.exp(0.5 * log_abar), (-torch.expm1(log_abar)).clamp(min=0).sqrt()
 
   def prior_std(self):
     return 1.0
