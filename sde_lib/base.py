@@ -44,6 +44,14 @@ class SDE(abc.ABC):
   def marginal_std(self, t):
     return self.marginal_coeffs(t)[1]
 
+  def discrete_index(self, t):
+    """The chain step a time t in [0, T] falls on: round(t / T * (N - 1)) (DDPM's integer t)."""
+    return torch.round(t / self.T * (self.N - 1)).long()
+
+  def chain_std(self, index):
+    """Std of x at chain step `index` (the marginal std at its time; the VP uses its chain)."""
+    return self.marginal_std(index.float() / (self.N - 1) * self.T)
+
   def prior_sampling(self, shape, generator=None, device='cpu'):
     return self.prior_std() * torch.randn(*shape, generator=generator, device=device)
 

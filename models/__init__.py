@@ -1,0 +1,2 @@
+"""Networks, EMA and the score wrappers."""
+from models.score_fn import get_model_fn, get_score_fn, get_x0_fn
