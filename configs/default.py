@@ -55,16 +55,23 @@ def get_default_config():
   data.random_flip = True
   data.uniform_dequantization = False
   data.num_bins = 256                 # quantization levels (bits/dim offset)
+  data.toy_name = 'ring'              # toy2d: 'ring' | 'checkerboard'
+  data.toy_size = 20_000              # toy2d: points per split
+  data.toy_radius = 4.0               # toy2d ring: radius of the circle of means
+  data.toy_std = 0.2                  # toy2d ring: std of each mode
+  data.toy_modes = 8                  # toy2d ring: number of modes
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'ddpm'
   model.parameterization = 'eps'      # network predicts eps (score = -eps/std) or 'score' (score*std)
   model.ema_rate = 0.9999
+  model.ema_warmup = True             # decay min(ema_rate, (1+n)/(10+n)) after n updates
   model.nf = 128
   model.ch_mult = (1, 2, 2, 2)
   model.num_res_blocks = 2
   model.attn_resolutions = (16,)
   model.dropout = 0.1
+  model.num_groups = 32               # GroupNorm groups (at most the channel count)
   model.hidden = 256                  # mlp width
   model.num_layers = 4                # mlp residual blocks
 
