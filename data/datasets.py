@@ -1,0 +1,53 @@
+"""get_dataset(config, split): the data set named by `config.data.dataset`.
+
+Image data sets yield (x, label) with x float32 (C, H, W) in [0, 1]; `toy2d` yields points
+of shape (2,). Every image data set goes through the same ImageAugmentation:
+`random_flip` (train split only) and `uniform_dequantization` with `num_bins` levels, which
+must equal the data set's number of grey levels (17 for digits, 256 for 8-bit files).
+"""
+from data import digits, pil
+from data.cifar10 import cifar10_dataset
+from data.folder import folder_dataset
+from data.toy2d import toy2d_dataset
+from data.transforms import ImageAugmentation
+
+SPLITS = ('train', 'test')
+
+
+def _digits(c, split, download):
+  return digits.digits_dataset(split, c.image_size, c.num_channels), digits.NUM_LEVELS
+
+
+def _cifar10(c, split, download):
+  return (cifar10_dataset(split, c.root, c.image_size, c.num_channels, download),
+          pil.NUM_LEVELS)
+
+
+def _folder(c, split, download):
+  return folder_dataset(split, c.root, c.image_size, c.num_channels), pil.NUM_LEVELS
+
+
+def _toy2d(c, split, download):
+  return toy2d_dataset(split, c.toy_name, c.toy_size, c.toy_radius, c.toy_std, c.toy_modes), None
+
+
+# name -> builder(config.data, split, download) -> (data set, grey levels; None: not images)
+DATASETS = {'digits': _digits, 'cifar10': _cifar10, 'folder': _folder, 'toy2d': _toy2d}
+
+
+def get_dataset(config, split='train', download=False):
+  """The `split` ('train' | 'test') of `config.data.dataset`; only cifar10 can download, and
+  only when `download=True`. Missing files raise data.DatasetUnavailable."""
+  c = config.data
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+  if c.dataset not in DATASETS:
+    raise ValueError(f"unknown data set {c.dataset!r}; choose one of {sorted(DATASETS)}")
+  dataset, num_levels = DATASETS[c.dataset](c, split, download)
+  if num_levels is None:
+    return dataset
+  if c.uniform_dequantization and c.num_bins != num_levels:
+    raise ValueError(f"{c.dataset} has {num_levels} grey levels: set config.data.num_bins = "
+                     f"{num_levels} to dequantize it (got {c.num_bins})")
+  return ImageAugmentation(dataset, flip=c.random_flip and split == 'train',
+                           num_bins=c.num_bins if c.uniform_dequantization else None)

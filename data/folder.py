@@ -1,0 +1,42 @@
+"""Any directory of images (searched recursively), e.g. a downloaded LSUN or CelebA folder.
+
+If the directory has a subfolder named after the split (`train/`, `test/`) that subfolder is
+the split; otherwise both splits are the whole directory."""
+import os
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from data.errors import DatasetUnavailable
+from data.pil import pil_to_tensor
+
+EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+
+class ImageFolder(Dataset):
+  """(x of shape (num_channels, image_size, image_size) in [0, 1], 0) items, one per image file
+  under `root` in sorted path order."""
+
+  def __init__(self, root, image_size, num_channels):
+    if not os.path.isdir(root):
+      raise DatasetUnavailable(f"image folder {os.path.abspath(root)} does not exist: "
+                               f"set config.data.root to a directory of images")
+    self.paths = sorted(os.path.join(directory, name)
+                        for directory, _, names in os.walk(root)
+                        for name in names if name.lower().endswith(EXTENSIONS))
+    if not self.paths:
+      raise DatasetUnavailable(f"image folder {os.path.abspath(root)} holds no images "
+                               f"({', '.join(EXTENSIONS)})")
+    self.transform = pil_to_tensor(image_size, num_channels)
+
+  def __len__(self):
+    return len(self.paths)
+
+  def __getitem__(self, index):
+    with Image.open(self.paths[index]) as image:
+      return self.transform(image), 0
+
+
+def folder_dataset(split, root, image_size, num_channels):
+  split_root = os.path.join(root, split)
+  return ImageFolder(split_root if os.path.isdir(split_root) else root, image_size, num_channels)

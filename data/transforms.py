@@ -1,0 +1,38 @@
+"""Per-item image augmentations shared by every image data set: horizontal flip and uniform
+dequantization (Ho et al. 2020 sec. 3.3; Song et al. 2021 app. on likelihoods)."""
+import torch
+from torch.utils.data import Dataset
+
+
+def uniform_dequantize(x, num_bins, generator=None):
+  """(x (num_bins - 1) + u) / num_bins with u ~ U[0, 1): a pixel at level k = x (num_bins - 1)
+  becomes a uniform point of the bin [k / num_bins, (k + 1) / num_bins)."""
+  level = torch.round(x * (num_bins - 1))
+  u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+  return (level + u) / num_bins
+
+
+class ImageAugmentation(Dataset):
+  """Wraps a data set of (image in [0, 1] of shape (C, H, W), label) items.
+
+  flip: mirror the width axis with probability 1/2 (callers enable it on the train split only).
+  num_bins: if given, uniformly dequantize with that many levels; the images must already lie
+  on the grid k / (num_bins - 1), which the data set builders check.
+  Randomness comes from torch's global generator, which DataLoader seeds per worker.
+  """
+
+  def __init__(self, base, flip=False, num_bins=None):
+    self.base = base
+    self.flip = flip
+    self.num_bins = num_bins
+
+  def __len__(self):
+    return len(self.base)
+
+  def __getitem__(self, index):
+    x, label = self.base[index]
+    if self.flip and torch.rand(()) < 0.5:
+      x = x.flip(-1)
+    if self.num_bins is not None:
+      x = uniform_dequantize(x, self.num_bins)
+    return x, label
