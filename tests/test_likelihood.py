@@ -1,0 +1,153 @@
+"""The probability-flow likelihood against exact densities (Gaussian data, Gaussian mixtures)."""
+import math
+
+import pytest
+import torch
+
+from gmm_oracle import GaussianMixture, exact_score_fn, random_mixture
+from samplers.likelihood import (DIVERGENCE_ESTIMATORS, bits_per_dim, likelihood, probe_divergence,
+                                 unit_probes)
+from sde_lib import VESDE, VPSDE
+
+EPS = 1e-3
+
+
+def corrected_logp(result, sde, mixture):
+  """The ODE's log-likelihood with the prior N(0, prior_std^2 I) swapped for the true p_T, so
+  that only the integration and divergence errors remain (the prior mismatch of a mixture
+  with means ~2 is ~0.02 nats for the VP-SDE, ~0.06 for the VE-SDE)."""
+  return result.logp - sde.prior_logp(result.z) + mixture.perturbed(sde, sde.T).log_prob(result.z)
+
+
+def test_gaussian_data_exact_divergence():
+  # Anisotropic Gaussian data, VP-SDE: every p_t is Gaussian. Measured error with the exact
+  # divergence at rtol = atol = 1e-6: ~3e-5 nats (1e-5: ~2e-3; 1e-7: ~2e-6, i.e. roughly
+  # linear in the tolerance), so 1e-3 leaves a 30x margin.
+  cov = torch.tensor([[0.5, 0.2, 0.0], [0.2, 0.3, 0.1], [0.0, 0.1, 0.2]], dtype=torch.float64)
+  data = GaussianMixture([1.0], [[1.0, -0.5, 0.3]], cov[None])
+  sde = VPSDE()
+  x = data.sample(8, generator=torch.Generator().manual_seed(0)).double()
+  result = likelihood(exact_score_fn(data, sde), sde, x, eps=EPS, rtol=1e-6, atol=1e-6,
+                      hutchinson='exact')
+  truth = data.perturbed(sde, EPS).log_prob(x)
+  assert torch.allclose(corrected_logp(result, sde, data), truth, atol=1e-3)
+  # With the N(0, I) prior itself the error is the tiny KL(p_T || prior) of this data.
+  assert torch.allclose(result.logp, truth, atol=2e-2)
+  assert result.z.shape == x.shape and result.bpd is None
+
+
+@pytest.mark.parametrize('sde', [VPSDE(), VESDE(), VPSDE(schedule='cosine')],
+                         ids=['vp', 've', 'vp_cosine'])
+def test_mixture_exact_divergence(sde):
+  # Error vs rtol = atol (max over 16 points, exact divergence): VP 1e-5 -> 2e-3, 1e-6 -> 3e-5;
+  # VE 1e-6 -> 2e-5; cosine VP 1e-6 -> 2e-3, 1e-7 -> 6e-5. At 1e-7, 1e-3 holds for all three.
+  mixture = random_mixture(2)
+  x = mixture.sample(16, generator=torch.Generator().manual_seed(1)).double()
+  result = likelihood(exact_score_fn(mixture, sde), sde, x, eps=EPS, rtol=1e-7, atol=1e-7,
+                      hutchinson='exact')
+  truth = mixture.perturbed(sde, EPS).log_prob(x)
+  assert torch.allclose(corrected_logp(result, sde, mixture), truth, atol=1e-3)
+
+
+@pytest.mark.parametrize('hutchinson', ['gaussian', 'rademacher'])
+def test_mixture_hutchinson_is_unbiased(hutchinson):
+  # With one probe per solve the per-point error is a zero-mean random variable (std ~1.5
+  # nats here, falling like 1/sqrt(n_probes): ~0.7 with 4, ~0.3 with 64). Its mean over 64
+  # points must lie within 4 standard errors of 0; the solver's own error (~2e-3) is negligible.
+  sde = VPSDE()
+  mixture = random_mixture(2)
+  x = mixture.sample(64, generator=torch.Generator().manual_seed(3)).double()
+  result = likelihood(exact_score_fn(mixture, sde), sde, x, eps=EPS, rtol=1e-5, atol=1e-5,
+                      hutchinson=hutchinson, generator=torch.Generator().manual_seed(4))
+  err = corrected_logp(result, sde, mixture) - mixture.perturbed(sde, EPS).log_prob(x)
+  stderr = err.std() / math.sqrt(len(err))
+  assert abs(err.mean()) < 4 * stderr
+  assert err.std() > 1e-2      # the estimate really is stochastic (the probes are used)
+
+
+def test_more_probes_reduce_the_error():
+  # The Hutchinson variance falls like 1/n_probes: 16 probes must cut the spread of the
+  # per-point error well below a single probe's (expected ratio 1/4; asserted < 1/2).
+  sde = VPSDE()
+  mixture = random_mixture(2)
+  x = mixture.sample(32, generator=torch.Generator().manual_seed(5)).double()
+  truth = mixture.perturbed(sde, EPS).log_prob(x)
+  spread = {}
+  for n_probes in (1, 16):
+    result = likelihood(exact_score_fn(mixture, sde), sde, x, eps=EPS, rtol=1e-5, atol=1e-5,
+                        n_probes=n_probes, generator=torch.Generator().manual_seed(6))
+    spread[n_probes] = (corrected_logp(result, sde, mixture) - truth).std()
+  assert spread[16] < 0.5 * spread[1]
+
+
+@pytest.mark.parametrize('hutchinson', ['gaussian', 'rademacher'])
+def test_hutchinson_against_trace_of_a_linear_map(hutchinson):
+  # For f(x) = A x, v^T A v has mean tr(A) and variance 2 ||S||_F^2 (Gaussian probes) or
+  # 2 (||S||_F^2 - sum_i S_ii^2) (Rademacher), S = (A + A^T) / 2. The mean of 4000 probes must
+  # be within 4 standard errors of tr(A), and the per-probe variance within 10% of the closed
+  # form (the sample variance of 4000 draws has relative std ~ sqrt(2/4000) * kurtosis ~ 5%).
+  a = torch.randn(5, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+  sym = (a + a.T) / 2
+  var = 2 * (sym.pow(2).sum() - (sym.diagonal().pow(2).sum() if hutchinson == 'rademacher' else 0))
+  x = torch.randn(1, 5, dtype=torch.float64)
+  n = 4000
+  make_probes, _ = DIVERGENCE_ESTIMATORS[hutchinson]
+  probes = make_probes(n, x, torch.Generator().manual_seed(8))
+  draws = torch.stack([probe_divergence(lambda y: y @ a.T, x, probes[k:k + 1], 'mean')[1]
+                       for k in range(n)]).squeeze(1)
+  assert abs(draws.mean() - a.trace()) < 4 * math.sqrt(var / n)
+  assert abs(draws.var() / var - 1) < 0.1
+
+
+def test_exact_divergence_is_the_jacobian_trace():
+  # The 'exact' estimator against the trace of the full Jacobian of the PF drift of a
+  # mixture, computed by torch.autograd.functional.jacobian; equal to rounding (1e-10).
+  sde = VPSDE()
+  mixture = random_mixture(3)
+  flow = sde.reverse(exact_score_fn(mixture, sde), probability_flow=True)
+  x = mixture.sample(4, generator=torch.Generator().manual_seed(9)).double()
+  t = torch.full((4,), 0.3, dtype=torch.float64)
+  _, div = probe_divergence(lambda y: flow.sde(y, t)[0], x, unit_probes(1, x, None), 'sum')
+  for i in range(4):
+    jac = torch.autograd.functional.jacobian(lambda y: flow.sde(y[None], t[:1])[0][0], x[i])
+    assert abs(div[i] - jac.trace()) < 1e-10
+
+
+def test_nfe_counts_score_evaluations():
+  sde = VPSDE()
+  mixture = random_mixture(2)
+  score = exact_score_fn(mixture, sde)
+  calls = []
+  counted = lambda x, t: calls.append(1) or score(x, t)
+  x = mixture.sample(4, generator=torch.Generator().manual_seed(10)).double()
+  result = likelihood(counted, sde, x, eps=EPS, rtol=1e-4, atol=1e-4, hutchinson='exact')
+  assert result.nfe == len(calls) > 0
+
+
+def test_bits_per_dim_of_uniform_data():
+  # Uniform dequantized data on [0, 1]^D has log-density 0; every one of 256 bins then has
+  # probability 256^-D, i.e. exactly 8 bits/dim. The same data mapped to [-1, 1] has density
+  # 2^-D there, and the scaler's Jacobian must give back the same 8 bits/dim.
+  dim = 3072
+  assert bits_per_dim(torch.zeros(2), dim, 256).tolist() == pytest.approx([8.0, 8.0], abs=1e-12)
+  logp_centered = torch.full((2,), -dim * math.log(2))
+  bpd = bits_per_dim(logp_centered, dim, 256, scaler=lambda v: 2 * v - 1)
+  assert bpd.tolist() == pytest.approx([8.0, 8.0], abs=1e-12)
+
+
+def test_bpd_from_likelihood_uses_the_bins():
+  # likelihood(..., num_bins, scaler) reports bits/dim by the formula
+  # -(logp + D log 2 - D log 17) / (D log 2) for 17 levels centered to [-1, 1].
+  sde = VPSDE()
+  data = GaussianMixture([1.0], [[0.0, 0.0]], torch.eye(2, dtype=torch.float64)[None] * 0.1)
+  x = data.sample(4, generator=torch.Generator().manual_seed(11)).double()
+  scaler = lambda v: 2 * v - 1
+  result = likelihood(exact_score_fn(data, sde), sde, x, eps=EPS, rtol=1e-5, atol=1e-5,
+                      hutchinson='exact', num_bins=17, scaler=scaler)
+  expected = -(result.logp + 2 * math.log(2) - 2 * math.log(17)) / (2 * math.log(2))
+  assert torch.allclose(result.bpd, expected, atol=1e-12)
+
+
+def test_rejects_unknown_estimator():
+  with pytest.raises(ValueError, match='divergence estimator'):
+    likelihood(lambda x, t: x, VPSDE(), torch.zeros(1, 2), hutchinson='skilling')
