@@ -1,0 +1,203 @@
+"""DSM losses against closed forms.
+
+For Gaussian data x0 ~ N(mu, sigma0^2 I_d), x_t = m x0 + s z ~ N(m mu, v I), v = m^2 sigma0^2 + s^2,
+and the exact score is -(x - m mu) / v. Its residual s * score + z = a z - b u (u, z standard
+normal, a = m^2 sigma0^2 / v, b = s m sigma0 / v) has per-dimension variance a^2 + b^2 =
+m^2 sigma0^2 / v = 1 - s^2 / v, so the sum over d dims is (1 - s^2/v) chi^2_d: its mean
+d (1 - s^2 / v) is the objective's minimum (the irreducible part), its variance 2 d (1 - s^2/v)^2.
+With likelihood weighting every sample is multiplied by g^2 / s^2.
+"""
+import math
+
+import pytest
+import torch
+from scipy import integrate
+
+from configs.default import get_default_config
+from sde_lib import SubVPSDE, VESDE, VPSDE, get_sde
+from gmm_oracle import ring_mixture
+from training.losses import dsm_per_sample, get_loss_fn
+
+MU = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+SIGMA0 = 0.7
+DIM = MU.numel()
+SDES = {'vpsde': VPSDE(), 'subvpsde': SubVPSDE(), 'vesde': VESDE()}
+
+
+def gaussian_score(x, mean_coeff, std):
+  """Exact score of N(m mu, (m^2 sigma0^2 + s^2) I) at x ([B, d]); m, s of shape [B]."""
+  var = (mean_coeff ** 2 * SIGMA0 ** 2 + std ** 2)[:, None]
+  return -(x - mean_coeff[:, None] * MU.to(x)) / var
+
+
+def gaussian_minimum(mean_coeff, std):
+  """d (1 - s^2 / v): the expected loss of the exact score (sum over dims, weight s^2)."""
+  return DIM * (1 - std ** 2 / (mean_coeff ** 2 * SIGMA0 ** 2 + std ** 2))
+
+
+def diffusion_sq(sde, t):
+  return sde.sde(torch.zeros(1, 1, dtype=torch.float64), t)[1] ** 2
+
+
+@pytest.mark.parametrize('sde_name', sorted(SDES))
+@pytest.mark.parametrize('likelihood_weighting', [False, True])
+@pytest.mark.parametrize('t_value', [0.01, 0.1, 0.5, 1.0])
+def test_exact_score_attains_closed_form_minimum_per_t(sde_name, likelihood_weighting, t_value):
+  sde, n = SDES[sde_name], 20_000
+  g = torch.Generator().manual_seed(0)
+  t = torch.full((n,), t_value, dtype=torch.float64)
+  mean_coeff, std = sde.marginal_coeffs(t)
+  x0 = MU + SIGMA0 * torch.randn(n, DIM, generator=g, dtype=torch.float64)
+  z = torch.randn(n, DIM, generator=g, dtype=torch.float64)
+  weight = diffusion_sq(sde, t) / std ** 2 if likelihood_weighting else torch.ones_like(std)
+  score_fn = lambda x, _: gaussian_score(x, mean_coeff, std)
+  losses = dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean=False)
+  expected = (weight * gaussian_minimum(mean_coeff, std))[0].item()
+  # Each loss is expected/d * chi^2_d: the mean of n has relative std sqrt(2 / (d n)) = 0.5%;
+  # 5 standard errors make a false failure a < 1e-6 event.
+  tol = 5 * expected * math.sqrt(2 / (DIM * n))
+  assert abs(losses.mean().item() - expected) < tol
+  per_dim = dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean=True)
+  torch.testing.assert_close(per_dim, losses / DIM)  # mean over dims is the sum / d, exactly
+
+
+class ExactGaussianEpsModel(torch.nn.Module):
+  """An eps-network that reads (m, s) off the label the loss hands it: the exact answer."""
+
+  def __init__(self, sde, continuous):
+    super().__init__()
+    self.sde, self.continuous = sde, continuous
+
+  def forward(self, x, labels):
+    t = labels * self.sde.T / (self.sde.N - 1)
+    if self.continuous:
+      mean_coeff, std = self.sde.marginal_coeffs(t)
+    else:
+      index = labels.round().long()
+      std = self.sde.chain_std(index)
+      # The chains' mean coefficients: sqrt(abar_i) (DDPM) and 1 (SMLD).
+      mean_coeff = (self.sde.sqrt_alphas_cumprod[index] if isinstance(self.sde, VPSDE)
+                    else torch.ones_like(std))
+    return -std[:, None] * gaussian_score(x.double(), mean_coeff.double(), std.double()).float()
+
+
+def loss_config(sde_name, loss='dsm', continuous=True, likelihood_weighting=False, eps=1e-5):
+  config = get_default_config()
+  config.sde.name = sde_name
+  config.training.loss = loss
+  config.training.continuous = continuous
+  config.training.likelihood_weighting = likelihood_weighting
+  config.training.reduce_mean = False
+  config.training.eps = eps
+  return config
+
+
+def monte_carlo_loss(config, sde, batches=20, batch_size=4000):
+  """Mean and standard error of the loss over independent batches of Gaussian data."""
+  loss_fn = get_loss_fn(config, sde)
+  model = ExactGaussianEpsModel(sde, config.training.continuous)
+  g = torch.Generator().manual_seed(1)
+  values = []
+  for _ in range(batches):
+    x0 = (MU + SIGMA0 * torch.randn(batch_size, DIM, generator=g, dtype=torch.float64)).float()
+    values.append(loss_fn(model, x0, generator=g).item())
+  values = torch.tensor(values, dtype=torch.float64)
+  return values.mean().item(), values.std().item() / math.sqrt(batches)
+
+
+@pytest.mark.parametrize('sde_name,likelihood_weighting,eps', [
+    ('vpsde', False, 1e-5), ('subvpsde', False, 1e-5), ('vesde', False, 1e-5),
+    # g^2/s^2 ~ 1/t: eps = 1e-2 keeps the Monte-Carlo variance finite enough to test.
+    ('vpsde', True, 1e-2), ('subvpsde', True, 1e-2), ('vesde', True, 1e-2)])
+def test_continuous_loss_averages_closed_form_over_t(sde_name, likelihood_weighting, eps):
+  config = loss_config(sde_name, likelihood_weighting=likelihood_weighting, eps=eps)
+  sde = get_sde(config)
+
+  def integrand(t):
+    t = torch.tensor([t], dtype=torch.float64)
+    mean_coeff, std = sde.marginal_coeffs(t)
+    weight = diffusion_sq(sde, t) / std ** 2 if likelihood_weighting else 1.0
+    return (weight * gaussian_minimum(mean_coeff, std)).item()
+
+  expected = integrate.quad(integrand, eps, sde.T, limit=200)[0] / (sde.T - eps)
+  mean, stderr = monte_carlo_loss(config, sde)
+  # 5 standard errors of 20 independent batch means (t and data both random).
+  assert abs(mean - expected) < 5 * stderr
+  assert stderr < 0.05 * expected  # the check is sharp: the error bar is a few % at most
+
+
+@pytest.mark.parametrize('sde_name,loss', [('vpsde', 'ddpm'), ('vpsde', 'dsm'), ('vesde', 'dsm')])
+def test_discrete_loss_averages_closed_form_over_chain(sde_name, loss):
+  """DDPM's L_simple (eps-MSE on the chain) and SMLD's DSM: uniform over the N chain steps."""
+  config = loss_config(sde_name, loss=loss, continuous=False)
+  config.sde.num_scales = 100
+  sde = get_sde(config)
+  index = torch.arange(sde.N)
+  std = sde.chain_std(index).double()
+  mean_coeff = sde.sqrt_alphas_cumprod.double() if sde_name == 'vpsde' else torch.ones_like(std)
+  expected = gaussian_minimum(mean_coeff, std).mean().item()
+  mean, stderr = monte_carlo_loss(config, sde)
+  assert abs(mean - expected) < 5 * stderr  # 5 standard errors of 20 batch means
+
+
+def test_ddpm_loss_is_eps_mse_of_the_network():
+  """L_simple = ||eps - eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) eps, i)||^2, directly."""
+  config = loss_config('vpsde', loss='ddpm', continuous=False)
+  config.sde.num_scales = 50
+  sde = get_sde(config)
+  seen = {}
+
+  class Recorder(torch.nn.Module):
+    def forward(self, x, labels):
+      seen['x'], seen['labels'] = x, labels
+      return 0.3 * x
+
+  g = torch.Generator().manual_seed(0)
+  x0 = torch.randn(16, 3, 4, 4, generator=g)
+  loss = get_loss_fn(config, sde)(Recorder(), x0, generator=torch.Generator().manual_seed(5))
+  g = torch.Generator().manual_seed(5)  # replay the loss's draws: chain step, then noise
+  index = torch.randint(sde.N, (16,), generator=g)
+  eps = torch.randn(x0.shape, generator=g)
+  abar = sde.alphas_cumprod[index][:, None, None, None]
+  x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+  torch.testing.assert_close(seen['labels'], index.float())
+  torch.testing.assert_close(seen['x'], x_t)
+  expected = (eps - 0.3 * x_t).square().flatten(1).sum(1).mean()
+  torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize('sde_name', ['vpsde', 'vesde'])
+def test_gmm_exact_score_beats_perturbed_scores(sde_name):
+  """For a 2-D ring of Gaussians the exact score minimizes DSM; a perturbed score s* + D pays
+  exactly E[s^2 ||D||^2] more (the cross term has mean 0 since E[z | x_t] = -s s*)."""
+  sde, mixture, n = SDES[sde_name], ring_mixture(radius=2.0, std=0.2), 20_000
+  g = torch.Generator().manual_seed(2)
+  for t_value in (0.05, 0.3, 0.7):
+    t = torch.full((n,), t_value, dtype=torch.float64)
+    mean_coeff, std = sde.marginal_coeffs(t)
+    marginal = mixture.perturbed(sde, t_value)
+    x0, z = mixture.sample(n, generator=g).double(), torch.randn(n, 2, generator=g, dtype=torch.float64)
+    perturbations = {'scaled up': lambda s: 1.2 * s, 'scaled down': lambda s: 0.8 * s,
+                     'shifted': lambda s: s + 0.3 / std[0]}
+    ones = torch.ones_like(std)
+    exact = dsm_per_sample(lambda x, _: marginal.score(x), x0, t, mean_coeff, std, z, ones, False)
+    x_t = mean_coeff[:, None] * x0 + std[:, None] * z
+    for name, perturb in perturbations.items():
+      worse = dsm_per_sample(lambda x, _: perturb(marginal.score(x)), x0, t, mean_coeff, std, z,
+                             ones, False)
+      gap = (worse - exact).mean().item()
+      delta = perturb(marginal.score(x_t)) - marginal.score(x_t)
+      expected_gap = (std[:, None] ** 2 * delta ** 2).sum(1)
+      # The gap minus its expectation is the mean of the zero-mean cross term; 5 standard errors.
+      stderr = ((worse - exact) - expected_gap).std().item() / math.sqrt(n)
+      assert gap > 0, (name, t_value)
+      assert abs(gap - expected_gap.mean().item()) < 5 * stderr, (name, t_value)
+
+
+def test_bad_loss_configs_say_what_to_change():
+  with pytest.raises(ValueError, match='DDPM chain'):
+    get_loss_fn(loss_config('vesde', loss='ddpm', continuous=False), VESDE())
+  with pytest.raises(ValueError, match='continuous=True'):
+    get_loss_fn(loss_config('vpsde', continuous=False, likelihood_weighting=True), VPSDE())
+  with pytest.raises(ValueError, match="choose 'dsm' or 'ddpm'"):
+    get_loss_fn(loss_config('vpsde', loss='nope'), VPSDE())

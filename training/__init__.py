@@ -1,0 +1,1 @@
+"""Training: DSM losses, checkpoints and the training loop."""
