@@ -1,0 +1,113 @@
+"""Building blocks of Ho et al.'s (2020) U-Net, following their diffusion_tf `nn.py`/`unet.py`:
+the sinusoidal timestep embedding, ResNet blocks with a time projection, single-head
+self-attention, and strided-conv / nearest-neighbour resampling."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def default_init_(layer, scale=1.0):
+  """Ho et al.'s init: variance scaling (fan_avg, uniform), i.e. Xavier-uniform with gain
+  sqrt(scale), zero bias. A scale of 0 means 1e-10 (a near-zero residual branch)."""
+  nn.init.xavier_uniform_(layer.weight, gain=math.sqrt(scale or 1e-10))
+  nn.init.zeros_(layer.bias)
+  return layer
+
+
+def conv3x3(in_ch, out_ch, stride=1, init_scale=1.0):
+  return default_init_(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), init_scale)
+
+
+def linear(in_features, out_features, init_scale=1.0):
+  return default_init_(nn.Linear(in_features, out_features), init_scale)
+
+
+def group_norm(channels, num_groups=32):
+  """GroupNorm with min(num_groups, channels) groups, which must divide `channels`."""
+  groups = min(num_groups, channels)
+  if channels % groups:
+    raise ValueError(f"GroupNorm: {groups} groups do not divide {channels} channels; "
+                     f"choose num_groups dividing every channel count of the network")
+  return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+class SinusoidalEmbedding(nn.Module):
+  """emb(t)_i = sin(t w_i) for i < d/2 and cos(t w_{i - d/2}) after, with
+  w_i = 10000^(-i / (d/2 - 1)) (Vaswani et al. 2017; Ho et al. 2020's timestep embedding)."""
+
+  def __init__(self, dim, max_period=10_000.0):
+    super().__init__()
+    if dim % 2 or dim < 4:
+      raise ValueError(f"the sinusoidal embedding needs an even dim >= 4, got {dim}")
+    self.dim = dim
+    self.max_period = max_period
+
+  def forward(self, labels):
+    half = self.dim // 2
+    freqs = torch.exp(-math.log(self.max_period) / (half - 1) *
+                      torch.arange(half, dtype=torch.float32, device=labels.device))
+    angles = labels.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class ResnetBlock(nn.Module):
+  """x + conv(drop(SiLU(GN(conv(SiLU(GN(x))) + W temb)))), with a 1x1 conv on x when the
+  channel count changes. The last conv starts near zero, so the block starts near identity."""
+
+  def __init__(self, in_ch, out_ch, temb_dim, dropout=0.0, num_groups=32):
+    super().__init__()
+    self.norm1 = group_norm(in_ch, num_groups)
+    self.conv1 = conv3x3(in_ch, out_ch)
+    self.temb_proj = linear(temb_dim, out_ch)
+    self.norm2 = group_norm(out_ch, num_groups)
+    self.dropout = nn.Dropout(dropout)
+    self.conv2 = conv3x3(out_ch, out_ch, init_scale=0.0)
+    self.shortcut = (default_init_(nn.Conv2d(in_ch, out_ch, 1)) if in_ch != out_ch
+                     else nn.Identity())
+
+  def forward(self, x, temb):
+    h = self.conv1(F.silu(self.norm1(x)))
+    h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+    h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+    return self.shortcut(x) + h
+
+
+class AttnBlock(nn.Module):
+  """x + proj(softmax(q k^T / sqrt(C)) v) over the H*W positions; one head, q, k, v = linear
+  maps of GN(x) per position."""
+
+  def __init__(self, channels, num_groups=32):
+    super().__init__()
+    self.norm = group_norm(channels, num_groups)
+    self.q, self.k, self.v = (linear(channels, channels) for _ in range(3))
+    self.proj_out = linear(channels, channels, init_scale=0.0)
+
+  def forward(self, x):
+    B, C, H, W = x.shape
+    h = self.norm(x).reshape(B, C, H * W).transpose(1, 2)                 # [B, HW, C]
+    h = F.scaled_dot_product_attention(self.q(h), self.k(h), self.v(h))   # scale 1/sqrt(C)
+    return x + self.proj_out(h).transpose(1, 2).reshape(B, C, H, W)
+
+
+class Downsample(nn.Module):
+  """Halve H and W with a stride-2 3x3 conv."""
+
+  def __init__(self, channels):
+    super().__init__()
+    self.conv = conv3x3(channels, channels, stride=2)
+
+  def forward(self, x):
+    return self.conv(x)
+
+
+class Upsample(nn.Module):
+  """Double H and W by nearest-neighbour repetition, then a 3x3 conv."""
+
+  def __init__(self, channels):
+    super().__init__()
+    self.conv = conv3x3(channels, channels)
+
+  def forward(self, x):
+    return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))

@@ -1,0 +1,43 @@
+"""A time-conditioned residual MLP for low-dimensional (toy 2-D) data."""
+import torch.nn.functional as F
+from torch import nn
+
+from models.layers import SinusoidalEmbedding, linear
+
+
+class ResidualMLPBlock(nn.Module):
+  """h + W2 SiLU(W1 SiLU(h) + V SiLU(temb)): the U-Net's ResNet block with linear layers."""
+
+  def __init__(self, hidden):
+    super().__init__()
+    self.fc1 = linear(hidden, hidden)
+    self.temb_proj = linear(hidden, hidden)
+    self.fc2 = linear(hidden, hidden)
+
+  def forward(self, h, temb):
+    z = self.fc1(F.silu(h)) + self.temb_proj(F.silu(temb))
+    return h + self.fc2(F.silu(z))
+
+
+class MLP(nn.Module):
+  """eps_theta(x, labels): (B, dim) x [B] floats -> (B, dim)."""
+
+  def __init__(self,
+               dim=2,           # data dimension
+               hidden=256,      # width of every layer and of the time embedding
+               num_layers=4):   # residual blocks
+    super().__init__()
+    self.time_embed = nn.Sequential(SinusoidalEmbedding(hidden), linear(hidden, hidden), nn.SiLU(),
+                                    linear(hidden, hidden))
+    self.input = linear(dim, hidden)
+    self.blocks = nn.ModuleList(ResidualMLPBlock(hidden) for _ in range(num_layers))
+    self.output = linear(hidden, dim)
+
+  def forward(self, x, labels):
+    if labels.shape != (x.shape[0],):
+      raise ValueError(f"labels must have shape [batch] = [{x.shape[0]}], got {tuple(labels.shape)}")
+    temb = self.time_embed(labels)
+    h = self.input(x)
+    for block in self.blocks:
+      h = block(h, temb)
+    return self.output(F.silu(h))
