@@ -44,7 +44,6 @@ def get_x0_fn(sde, score_fn):
   (x_t - sqrt(1 - alphabar) eps) / sqrt(alphabar)."""
 
   def x0_fn(x, t):
-    mean_coeff, std = sde.marginal_coeffs(t)
-    return (x + batch_broadcast(std ** 2, x) * score_fn(x, t)) / batch_broadcast(mean_coeff, x)
+    return sde.tweedie_x0(x, t, score_fn(x, t))
 
   return x0_fn

@@ -44,6 +44,11 @@ class SDE(abc.ABC):
   def marginal_std(self, t):
     return self.marginal_coeffs(t)[1]
 
+  def tweedie_x0(self, x, t, score):
+    """E[x_0 | x_t] = (x_t + s(t)^2 score) / m(t) (Tweedie's formula)."""
+    mean_coeff, std = self.marginal_coeffs(t)
+    return (x + batch_broadcast(std ** 2, x) * score) / batch_broadcast(mean_coeff, x)
+
   def discrete_index(self, t):
     """The chain step a time t in [0, T] falls on: round(t / T * (N - 1)) (DDPM's integer t)."""
     return torch.round(t / self.T * (self.N - 1)).long()

@@ -22,18 +22,19 @@ class VPSDE(SDE):
     self.beta_max = beta_max    # beta(1)
     self.schedule_name = schedule
     self.schedule = get_schedule(schedule, beta_min, beta_max)
-    self.discrete_betas = self._chain_betas().float()
-    self.alphas = 1.0 - self.discrete_betas
-    self.alphas_cumprod = torch.cumprod(self.alphas.double(), 0).float()
-    alphas_cumprod_prev = torch.cat([torch.ones(1), self.alphas_cumprod[:-1]])
-    self.alphas_cumprod_prev = alphas_cumprod_prev
-    self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
-    self.sqrt_1m_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+    # Chain constants are computed in float64 and stored in float32.
+    betas = self._chain_betas()
+    alphas = 1.0 - betas
+    abar = torch.cumprod(alphas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    self.discrete_betas, self.alphas = betas.float(), alphas.float()
+    self.alphas_cumprod, self.alphas_cumprod_prev = abar.float(), abar_prev.float()
+    self.sqrt_alphas_cumprod = abar.sqrt().float()
+    self.sqrt_1m_alphas_cumprod = (1.0 - abar).sqrt().float()
     # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t) (Ho et al. eqs. 6-7).
-    one_m_abar = 1.0 - self.alphas_cumprod
-    self.posterior_mean_coef1 = self.discrete_betas * alphas_cumprod_prev.sqrt() / one_m_abar
-    self.posterior_mean_coef2 = (1.0 - alphas_cumprod_prev) * self.alphas.sqrt() / one_m_abar
-    self.posterior_variance = self.discrete_betas * (1.0 - alphas_cumprod_prev) / one_m_abar
+    self.posterior_mean_coef1 = (betas * abar_prev.sqrt() / (1.0 - abar)).float()
+    self.posterior_mean_coef2 = ((1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar)).float()
+    self.posterior_variance = (betas * (1.0 - abar_prev) / (1.0 - abar)).float()
 
   def _chain_betas(self):
     N = self.N
