@@ -27,7 +27,8 @@ def cifar10_dataset(split, root, image_size=32, num_channels=3, download=False):
     if not download and not os.path.isdir(os.path.join(root, FOLDER)) and os.path.isfile(archive):
       extract_archive(archive, root)
   except (OSError, tarfile.TarError) as error:
-    raise DatasetUnavailable(f"{missing_message(root)} ({archive} is unreadable: {error})") from None
+    message = f"{missing_message(root)} ({archive} is unreadable: {error})"
+    raise DatasetUnavailable(message) from None
   try:
     return CIFAR10(root, train=(split == 'train'), download=download,
                    transform=pil_to_tensor(image_size, num_channels))

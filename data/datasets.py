@@ -1,7 +1,7 @@
 """get_dataset(config, split): the data set named by `config.data.dataset`.
 
 Image data sets yield (x, label) with x float32 (C, H, W) in [0, 1]; `toy2d` yields points
-of shape (2,). Every image data set goes through the same ImageAugmentation:
+of shape (2,) as drawn. Every image data set goes through the same ImageAugmentation:
 `random_flip` (train split only) and `uniform_dequantization` with `num_bins` levels, which
 must equal the data set's number of grey levels (17 for digits, 256 for 8-bit files).
 """

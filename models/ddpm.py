@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.layers import (AttnBlock, Downsample, ResnetBlock, SinusoidalEmbedding, Upsample,
-                           conv3x3, group_norm, linear)
+                           check_labels, conv3x3, group_norm, linear)
 
 
 class DDPM(nn.Module):
-  """eps_theta(x, labels): (B, C, H, W) x [B] floats (timestep t (N - 1) or chain step) -> (B, C, H, W)."""
+  """eps_theta(x, labels): (B, C, H, W) x [B] floats -> (B, C, H, W); labels are t (N - 1)
+  (continuous time) or the chain step."""
 
   def __init__(self,
                in_channels=3,            # C: image channels, also the output channels
@@ -78,8 +79,7 @@ class DDPM(nn.Module):
     self.conv_out = conv3x3(ch, in_channels, init_scale=0.0)
 
   def forward(self, x, labels):
-    if labels.shape != (x.shape[0],):
-      raise ValueError(f"labels must have shape [batch] = [{x.shape[0]}], got {tuple(labels.shape)}")
+    check_labels(x, labels)
     temb = self.time_embed(labels)
     hs = [self.conv_in(x)]
     for stage in self.down:
@@ -99,7 +99,8 @@ class DDPM(nn.Module):
 
 
 class _Stage(nn.Module):
-  """One resolution level: (ResNet block, attention or identity) pairs, then an optional resample."""
+  """One resolution level: (ResNet block, attention or identity) pairs, then an optional
+  resample."""
 
   def __init__(self):
     super().__init__()

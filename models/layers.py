@@ -33,6 +33,13 @@ def group_norm(channels, num_groups=32):
   return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
+def check_labels(x, labels):
+  """Networks take one label (time or chain step) per sample."""
+  if labels.shape != (x.shape[0],):
+    raise ValueError(f"labels must have shape [batch] = [{x.shape[0]}], "
+                     f"got {tuple(labels.shape)}")
+
+
 class SinusoidalEmbedding(nn.Module):
   """emb(t)_i = sin(t w_i) for i < d/2 and cos(t w_{i - d/2}) after, with
   w_i = 10000^(-i / (d/2 - 1)) (Vaswani et al. 2017; Ho et al. 2020's timestep embedding)."""

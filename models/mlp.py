@@ -2,7 +2,7 @@
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import SinusoidalEmbedding, linear
+from models.layers import SinusoidalEmbedding, check_labels, linear
 
 
 class ResidualMLPBlock(nn.Module):
@@ -34,8 +34,7 @@ class MLP(nn.Module):
     self.output = linear(hidden, dim)
 
   def forward(self, x, labels):
-    if labels.shape != (x.shape[0],):
-      raise ValueError(f"labels must have shape [batch] = [{x.shape[0]}], got {tuple(labels.shape)}")
+    check_labels(x, labels)
     temb = self.time_embed(labels)
     h = self.input(x)
     for block in self.blocks:

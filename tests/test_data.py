@@ -93,7 +93,7 @@ def test_flip_mirrors_only_the_width_axis():
   torch.manual_seed(0)
   outcomes = [flipper[0] for _ in range(40)]
   assert all(label == 7 for _, label in outcomes)
-  seen = {('same' if torch.equal(x, image) else 'width' if torch.equal(x, image.flip(2)) else 'other')
+  seen = {'same' if torch.equal(x, image) else 'width' if torch.equal(x, image.flip(2)) else 'other'
           for x, _ in outcomes}
   assert seen == {'same', 'width'}   # P(one outcome missing in 40 fair draws) = 2^-39
 
@@ -179,7 +179,8 @@ def test_checkerboard_fills_the_even_cells_uniformly():
   col, row = torch.floor(points[:, 0] + 2).long(), torch.floor(points[:, 1] + 2).long()
   assert torch.all((row + col) % 2 == 0)
   assert torch.equal(cells, row * 4 + col)
-  counts = torch.bincount(cells, minlength=16)[(torch.arange(16) // 4 + torch.arange(16) % 4) % 2 == 0]
+  even = (torch.arange(16) // 4 + torch.arange(16) % 4) % 2 == 0
+  counts = torch.bincount(cells, minlength=16)[even]
   # 8 equal cells: each count ~ Binomial(16000, 1/8), std 41.8; 5 std.
   assert torch.all((counts - size / 8).abs() < 5 * math.sqrt(size / 8 * 7 / 8))
 

@@ -29,7 +29,8 @@ def hand_count(C, nf, ch_mult, num_res_blocks, attn_resolutions, image_size):
   temb = 4 * nf
 
   def res(i, o):
-    return 2 * i + conv(i, o, 3) + dense(temb, o) + 2 * o + conv(o, o, 3) + (conv(i, o, 1) if i != o else 0)
+    shortcut = conv(i, o, 1) if i != o else 0
+    return 2 * i + conv(i, o, 3) + dense(temb, o) + 2 * o + conv(o, o, 3) + shortcut
 
   def attn(c):
     return 2 * c + 4 * dense(c, c)
@@ -148,7 +149,8 @@ def test_digits_model_trains_every_parameter():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_runs_on_cuda():
   model = DDPM(**DIGITS).cuda()
-  assert model(torch.randn(2, 1, 8, 8, device='cuda'), torch.tensor([1.0, 2.0], device='cuda')).is_cuda
+  out = model(torch.randn(2, 1, 8, 8, device='cuda'), torch.tensor([1.0, 2.0], device='cuda'))
+  assert out.is_cuda and out.shape == (2, 1, 8, 8)
 
 
 def test_bad_arguments_raise_clear_errors():
