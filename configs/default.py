@@ -27,6 +27,7 @@ def get_default_config():
   training.log_freq = 50
   training.snapshot_freq = 10_000     # checkpoint + sample grid every this many steps
   training.snapshot_sampling = True
+  training.snapshot_samples = 64      # samples drawn for each snapshot picture
   training.keep_checkpoints = 3
 
   config.sampling = sampling = ml_collections.ConfigDict()
