@@ -94,4 +94,10 @@ def get_default_config():
   evaluate.batch_size = 500
   evaluate.bpd_num_images = 0         # 0 = the whole test split
   evaluate.inception_weights = ''     # local copy of clean-fid's Inception file
+  evaluate.vlb_num_images = 0         # test images for the DDPM bound; 0 = the whole split
+  evaluate.bpd_eps = 1e-5             # probability-flow likelihood: start time eps
+  evaluate.bpd_rtol = 1e-5            # ... and the ODE solver's tolerances
+  evaluate.bpd_atol = 1e-5
+  evaluate.hutchinson = 'rademacher'  # divergence estimator: 'gaussian' | 'rademacher' | 'exact'
+  evaluate.n_probes = 1               # Hutchinson probes averaged per ODE solve
   return config
