@@ -1,0 +1,43 @@
+"""`--config NAME` -> configs/NAME.py (or a path as given); unknown names list the valid ones."""
+import os
+
+CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
+_NOT_CONFIGS = {'__init__.py', 'default.py', 'resolve.py'}
+
+
+class UnknownConfig(ValueError):
+  """A --config value that is neither a config name nor an existing file."""
+
+
+def available_configs():
+  """Sorted short names of the named configs in configs/."""
+  return sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
+                if name.endswith('.py') and name not in _NOT_CONFIGS)
+
+
+def resolve_config(name_or_path):
+  """Path of the config file a short name or a path stands for."""
+  if os.path.isfile(name_or_path):
+    return name_or_path
+  if name_or_path in available_configs():
+    return os.path.join(CONFIG_DIR, f'{name_or_path}.py')
+  raise UnknownConfig(f"unknown config {name_or_path!r}; available: "
+                      f"{', '.join(available_configs())} (or a path to a config file)")
+
+
+def config_name(path):
+  """The short name of a config file: configs/vp_digits.py -> vp_digits."""
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def resolve_config_argv(argv):
+  """argv with the value of --config (as `--config X` or `--config=X`) replaced by its path."""
+  out, i = list(argv), 0
+  while i < len(out):
+    if out[i] == '--config' and i + 1 < len(out):
+      out[i + 1] = resolve_config(out[i + 1])
+      i += 1
+    elif out[i].startswith('--config='):
+      out[i] = '--config=' + resolve_config(out[i][len('--config='):])
+    i += 1
+  return out

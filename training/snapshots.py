@@ -1,0 +1,26 @@
+"""Pictures of samples: an image grid (torchvision make_grid) or, for 2-D points, a scatter
+plot drawn straight into an image tensor (no plotting library needed)."""
+import torch
+from torchvision.utils import make_grid
+
+
+def scatter_image(points, bound, reference=None, size=256):
+  """(3, size, size) picture of 2-D points in [-bound, bound]^2: samples dark blue over an
+  optional light-grey reference set (e.g. training data), on white, y pointing up."""
+  image = torch.ones(3, size, size)
+  layers = [(reference, torch.tensor([0.75, 0.75, 0.75]))] if reference is not None else []
+  for pts, colour in layers + [(points, torch.tensor([0.05, 0.15, 0.6]))]:
+    pts = pts.detach().float().cpu()
+    pixel = ((pts / bound + 1) / 2 * (size - 1)).round().long()
+    inside = ((pixel >= 0) & (pixel < size)).all(1)
+    col, row = pixel[inside, 0], size - 1 - pixel[inside, 1]
+    image[:, row, col] = colour[:, None]
+  return image
+
+
+def sample_picture(samples, reference=None, bound=None):
+  """Image tensor (3, H, W) in [0, 1] for samples in data space: a grid of images
+  ([B, C, H, W]) or a scatter plot of points ([B, 2])."""
+  if samples.dim() == 2:
+    return scatter_image(samples, bound, reference)
+  return make_grid(samples.detach().clamp(0, 1).cpu(), nrow=int(samples.shape[0] ** 0.5), padding=1)

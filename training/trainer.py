@@ -1,0 +1,240 @@
+"""The training loop: Adam with linear warm-up and gradient clipping, EMA, checkpoints,
+snapshot samples, TensorBoard, metrics.jsonl; one process or torch.distributed (torchrun).
+
+Reproducible: model init is seeded by config.seed, the data order by (seed, epoch) through
+DistributedSampler, and every step's randomness (t, noise, flips, dropout) by (seed, rank, step),
+so a run resumed from a checkpoint continues exactly as if it had never stopped.
+"""
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler, default_collate
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+import sde_lib
+from data import get_data_scaler, get_dataset
+from models import ExponentialMovingAverage, get_model
+from training import checkpoint
+from training.device import get_device
+from training.losses import get_loss_fn
+from training.sampling import draw_samples
+from training.snapshots import sample_picture
+
+
+def step_seed(seed, rank, step):
+  """A well-mixed 63-bit seed for one (run seed, process, step)."""
+  return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def learning_rate(optim, step):
+  """lr * min(1, step / warmup): linear warm-up over the first `warmup` steps (Song et al. 2021)."""
+  return optim.lr * min(1.0, step / optim.warmup) if optim.warmup > 0 else optim.lr
+
+
+class Distributed:
+  """rank / world size from torchrun's environment (WORLD_SIZE > 1), else a single process."""
+
+  def __init__(self, device_name):
+    self.world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    self.rank, local_rank = 0, 0
+    self.device = get_device(device_name)
+    if self.world_size > 1:
+      local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+      if self.device.type == 'cuda':
+        self.device = torch.device('cuda', local_rank)
+        torch.cuda.set_device(self.device)
+      dist.init_process_group('nccl' if self.device.type == 'cuda' else 'gloo')
+      self.rank = dist.get_rank()
+    self.is_main = self.rank == 0
+
+  def wrap(self, model):
+    if self.world_size == 1:
+      return model
+    return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == 'cuda' else None)
+
+  def mean(self, value):
+    """The mean of a float over processes."""
+    if self.world_size == 1:
+      return value
+    tensor = torch.tensor([value], device=self.device, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.item() / self.world_size
+
+  def barrier(self):
+    if self.world_size > 1:
+      dist.barrier()
+
+  def close(self):
+    if self.world_size > 1:
+      dist.destroy_process_group()
+
+
+class EpochBatches:
+  """Batches of DistributedSampler's seeded per-epoch order (drop_last), resumable at any step."""
+
+  def __init__(self, dataset, batch_size, ddp, seed):
+    self.dataset, self.batch_size = dataset, batch_size
+    self.sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank,
+                                      shuffle=True, seed=seed, drop_last=True)
+    self.per_epoch = len(self.sampler) // batch_size
+    if self.per_epoch == 0:
+      raise ValueError(f"the data set has {len(dataset)} items, fewer than one batch of "
+                       f"{batch_size} per process; lower training.batch_size")
+
+  def from_step(self, step):
+    """Batches for steps step+1, step+2, ... forever."""
+    epoch, skip = divmod(step, self.per_epoch)
+    while True:
+      self.sampler.set_epoch(epoch)
+      order = list(self.sampler)
+      for i in range(skip, self.per_epoch):
+        chunk = order[i * self.batch_size:(i + 1) * self.batch_size]
+        yield default_collate([self.dataset[j] for j in chunk])
+      epoch, skip = epoch + 1, 0
+
+
+def write_config(config, workdir):
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json(indent=2, sort_keys=True))
+
+
+class Trainer:
+  """Owns the model, EMA, optimizer and the workdir; `run()` trains to config.training.n_iters."""
+
+  def __init__(self, config, workdir, progress=True):
+    self.config, self.workdir, self.progress = config, workdir, progress
+    self.ddp = Distributed(config.device)
+    train = config.training
+    if train.batch_size % self.ddp.world_size:
+      raise ValueError(f"training.batch_size {train.batch_size} must divide evenly over "
+                       f"{self.ddp.world_size} processes")
+    torch.manual_seed(config.seed)
+    self.sde = sde_lib.get_sde(config)
+    self.loss_fn = get_loss_fn(config, self.sde)
+    self.scaler = get_data_scaler(config)
+    self.dataset = get_dataset(config, 'train')
+    self.batches = EpochBatches(self.dataset, train.batch_size // self.ddp.world_size, self.ddp,
+                                config.seed)
+    self.model = get_model(config).to(self.ddp.device)
+    self.ema = ExponentialMovingAverage(self.model, config.model.ema_rate, warmup=config.model.ema_warmup)
+    o = config.optim
+    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, 0.999),
+                                      eps=o.eps, weight_decay=o.weight_decay)
+    self.step = 0
+    self.resumed_from = self._restore()
+    self.writer = None
+
+  def _restore(self):
+    """Load the workdir's latest checkpoint, if any; returns its path or None."""
+    path = checkpoint.latest_checkpoint(self.workdir)
+    if path is None:
+      return None
+    state = checkpoint.load_checkpoint(path, self.ddp.device)
+    checkpoint.load_state_strict(self.model, state['model'])
+    try:
+      self.ema.load_state_dict(state['ema'])
+      self.optimizer.load_state_dict(state['optimizer'])
+    except ValueError as e:
+      raise checkpoint.CheckpointError(f"{path}: {e}") from None
+    self.step = int(state['step'])
+    return path
+
+  def state(self):
+    return {'model': self.model.state_dict(), 'ema': self.ema.state_dict(),
+            'optimizer': self.optimizer.state_dict(), 'step': self.step}
+
+  def run(self):
+    """Train from self.step to n_iters; returns the last step reached."""
+    config, train = self.config, self.config.training
+    if self.ddp.is_main:
+      os.makedirs(os.path.join(self.workdir, 'samples'), exist_ok=True)
+      write_config(config, self.workdir)
+      self.writer = SummaryWriter(os.path.join(self.workdir, 'tb'))
+      if self.resumed_from:
+        tqdm.write(f"resuming from {self.resumed_from} (step {self.step})")
+    model = self.ddp.wrap(self.model)
+    model.train()
+    batches = self.batches.from_step(self.step)
+    losses, started = [], time.time()
+    bar = tqdm(total=train.n_iters, initial=self.step, desc='training', dynamic_ncols=True,
+               disable=not (self.progress and self.ddp.is_main))
+    while self.step < train.n_iters:
+      self.step += 1
+      torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step))
+      x, _ = next(batches)
+      lr, loss, grad_norm = self._update(model, self.scaler(x.to(self.ddp.device)))
+      losses.append(loss)
+      bar.update(1)
+      if self.step % train.log_freq == 0 or self.step == train.n_iters:
+        mean_loss = self.ddp.mean(sum(losses) / len(losses))
+        self._log({'step': self.step, 'loss': mean_loss, 'lr': lr, 'grad_norm': grad_norm,
+                   'seconds': round(time.time() - started, 3)})
+        bar.set_postfix(loss=f'{mean_loss:.4g}')
+        losses = []
+      if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
+        self._snapshot()
+    bar.close()
+    if self.writer is not None:
+      self.writer.close()
+    self.ddp.close()
+    return self.step
+
+  def _update(self, model, x):
+    """One Adam step at the warm-up learning rate, clipping the gradient norm; EMA update."""
+    lr = learning_rate(self.config.optim, self.step)
+    for group in self.optimizer.param_groups:
+      group['lr'] = lr
+    loss = self.loss_fn(model, x)
+    self.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip = self.config.optim.grad_clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float('inf'))
+    self.optimizer.step()
+    self.ema.update(self.model)
+    return lr, loss.item(), grad_norm.item()
+
+  def _log(self, record):
+    if not self.ddp.is_main:
+      return
+    with open(os.path.join(self.workdir, 'metrics.jsonl'), 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    for key in ('loss', 'lr', 'grad_norm'):
+      self.writer.add_scalar(f'train/{key}', record[key], record['step'])
+
+  def _snapshot(self):
+    """Checkpoint, then a picture of EMA samples at <workdir>/samples/<step>.png (rank 0 only)."""
+    if self.ddp.is_main:
+      checkpoint.save_checkpoint(self.workdir, self.step, self.state(), self.config.training.keep_checkpoints)
+      if self.config.training.snapshot_sampling:
+        self._save_samples()
+    self.ddp.barrier()
+
+  def _save_samples(self):
+    config = self.config
+    self.ema.store(self.model)
+    self.ema.copy_to(self.model)
+    self.model.eval()
+    generator = torch.Generator(self.ddp.device).manual_seed(config.seed)
+    samples, _ = draw_samples(config, self.sde, self.model, config.training.snapshot_samples,
+                              self.ddp.device, generator, progress=False)
+    self.model.train()
+    self.ema.restore(self.model)
+    reference = bound = None
+    if samples.dim() == 2:
+      reference = torch.stack([self.dataset[i][0] for i in range(min(2000, len(self.dataset)))])
+      bound = 1.2 * reference.abs().max().item()
+    picture = sample_picture(samples, reference, bound)
+    save_image(picture, os.path.join(self.workdir, 'samples', f'{self.step}.png'))
+    self.writer.add_image('samples', picture, self.step)
+
+
+def train(config, workdir, progress=True):
+  """Train (or resume) in `workdir`; returns the final step."""
+  return Trainer(config, workdir, progress).run()
