@@ -1,0 +1,199 @@
+"""Frechet distances between samples and data in a feature space (FID, Heusel et al. 2017).
+
+Features are extracted with clean-fid (Parmar et al. 2022): its 'clean' resizing and its
+Inception network for natural images (CIFAR-10, image folders). Where Inception means nothing
+there is a documented substitute, with the distance between the train and test splits
+reported as the floor a perfect model would reach:
+  digits: the hidden layer of a small classifier trained by the project on the train split
+          (evaluation/digits_classifier.py), run through clean-fid's feature pipeline;
+  toy2d:  the 2-D points themselves.
+The reference statistics are clean-fid's published CIFAR-10 train statistics when their file
+is on disk, otherwise computed once from the local train split and cached under
+`<config.data.root>/fid_stats/`.
+"""
+import dataclasses
+import os
+import platform
+import tempfile
+from typing import Callable, Optional
+
+import cleanfid
+import numpy as np
+import torch
+from cleanfid import fid as cleanfid_fid
+from cleanfid.downloads_helper import check_download_inception, inception_url
+from cleanfid.inception_torchscript import InceptionV3W
+
+from data import get_dataset
+from evaluation.digits_classifier import load_or_train_digits_classifier
+from evaluation.shards import save_npz_atomic, to_storage
+
+INCEPTION_FILE = 'inception-2015-12-05.pt'
+# Where clean-fid's feature_extractor() looks for (and downloads) the Inception weights.
+CLEANFID_WEIGHTS_DIR = './' if platform.system() == 'Windows' else '/tmp'
+CLEANFID_STATS_DIR = os.path.join(os.path.dirname(cleanfid.__file__), 'stats')
+
+
+class InceptionUnavailable(RuntimeError):
+  """The Inception weights are neither on disk nor downloadable; the message says where to put them."""
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+  """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}).
+
+  S1 S2 is similar to the symmetric PSD matrix S1^{1/2} S2 S1^{1/2}, so tr((S1 S2)^{1/2}) is
+  the sum of the square roots of that matrix's eigenvalues: two symmetric eigendecompositions
+  (stable, real), with rounding's tiny negative eigenvalues clipped to 0.
+  """
+  mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+  sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
+  sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
+  if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+    raise ValueError(f"feature statistics differ in shape: {mu1.shape}/{sigma1.shape} vs "
+                     f"{mu2.shape}/{sigma2.shape}")
+  evals, evecs = np.linalg.eigh(sigma1)
+  sqrt1 = (evecs * np.sqrt(np.clip(evals, 0, None))) @ evecs.T
+  middle = sqrt1 @ sigma2 @ sqrt1
+  tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+
+
+def feature_statistics(features):
+  """Mean and (unbiased) covariance of [N, F] features, float64."""
+  features = np.asarray(features, np.float64)
+  return features.mean(0), np.cov(features, rowvar=False)
+
+
+@dataclasses.dataclass
+class FeatureSpace:
+  name: str
+  model_fn: Optional[Callable]   # clean-fid extractor: [B, C, H, W] in [0, 255] -> [B, F]; None: raw points
+  resize: Optional[Callable]     # per-image [H, W, C] resize for clean-fid; None: its 'clean' 299x299
+  channels: Optional[int]        # grey images are repeated to this many channels
+  floor: bool                    # also report the train-vs-test distance
+  info: dict                     # reported with the distance
+
+
+def inception_weights_dir(config):
+  """A directory holding INCEPTION_FILE: config.eval.inception_weights or clean-fid's own."""
+  path = config.eval.inception_weights
+  if path:
+    if not os.path.isfile(path):
+      raise InceptionUnavailable(f"config.eval.inception_weights={path!r} is not a file; point it "
+                                 f"at a copy of {INCEPTION_FILE} ({inception_url})")
+    if os.path.basename(path) == INCEPTION_FILE:
+      return os.path.dirname(os.path.abspath(path))
+    link_dir = tempfile.mkdtemp(prefix='inception-')     # clean-fid loads <dir>/INCEPTION_FILE
+    os.symlink(os.path.abspath(path), os.path.join(link_dir, INCEPTION_FILE))
+    return link_dir
+  try:
+    check_download_inception(fpath=CLEANFID_WEIGHTS_DIR)
+  except OSError as e:
+    target = os.path.join(CLEANFID_WEIGHTS_DIR, INCEPTION_FILE)
+    raise InceptionUnavailable(
+        f"FID skipped: clean-fid's Inception weights are not on disk and could not be downloaded "
+        f"({getattr(e, 'reason', e)}). Place {INCEPTION_FILE} (from {inception_url}) at {target}, "
+        f"or pass --config.eval.inception_weights=/path/to/{INCEPTION_FILE}.") from None
+  return CLEANFID_WEIGHTS_DIR
+
+
+def inception_space(config, device):
+  weights_dir = inception_weights_dir(config)
+  try:
+    model = InceptionV3W(weights_dir, download=False).to(device).eval()
+  except (RuntimeError, ValueError) as e:
+    path = os.path.join(weights_dir, INCEPTION_FILE)
+    raise InceptionUnavailable(f"FID skipped: {path} could not be loaded as clean-fid's TorchScript "
+                               f"Inception ({type(e).__name__}); replace it with {inception_url}") from None
+  return FeatureSpace('inception', model, resize=None, channels=3, floor=False, info={})
+
+
+def digits_space(config, device):
+  classifier, accuracy = load_or_train_digits_classifier(config.data.root, device)
+  return FeatureSpace('digits_classifier', lambda x: classifier.features(x / 255),
+                      resize=lambda image: image, channels=None, floor=True,
+                      info={'classifier_test_accuracy': accuracy})
+
+
+def points_space(config, device):
+  return FeatureSpace('points', None, resize=None, channels=None, floor=True, info={})
+
+
+# data set -> feature space builder(config, device)
+FEATURE_SPACES = {'cifar10': inception_space, 'folder': inception_space, 'digits': digits_space,
+                  'toy2d': points_space}
+
+
+def get_feature_space(config, device):
+  if config.data.dataset not in FEATURE_SPACES:
+    raise ValueError(f"no FID feature space for data set {config.data.dataset!r}; "
+                     f"known: {sorted(FEATURE_SPACES)}")
+  return FEATURE_SPACES[config.data.dataset](config, device)
+
+
+def extract_features(space, samples, batch_size=100, device='cpu', desc='features'):
+  """[N, F] float64 features of stored samples (see evaluation.shards) with clean-fid's
+  generator pipeline (get_model_features): it asks a generator G for batches of images in
+  [0, 255]; here G replays the stored samples in order, the last batch padded by repetition
+  (clean-fid keeps the first N features)."""
+  if space.model_fn is None:
+    return samples.reshape(len(samples), -1).astype(np.float64)
+  images = torch.from_numpy(samples).permute(0, 3, 1, 2).float()
+  if space.channels and images.shape[1] == 1:
+    images = images.expand(-1, space.channels, -1, -1)
+  starts = iter(range(0, len(images), batch_size))
+
+  def replay(_):
+    chunk = images[next(starts):][:batch_size]
+    repeats = -(-batch_size // len(chunk))
+    return chunk.repeat(repeats, 1, 1, 1)[:batch_size]
+
+  features = cleanfid_fid.get_model_features(
+      replay, space.model_fn, mode='clean', z_dim=1, num_gen=len(images), batch_size=batch_size,
+      device=torch.device(device), desc=desc, custom_fn_resize=space.resize)
+  return features.astype(np.float64)
+
+
+def dataset_samples(config, split):
+  """The split in stored form, without dequantization or flips."""
+  data_config = config.copy_and_resolve_references()
+  data_config.data.uniform_dequantization = False
+  data_config.data.random_flip = False
+  dataset = get_dataset(data_config, split)
+  loader = torch.utils.data.DataLoader(dataset, batch_size=500)
+  return np.concatenate([to_storage(x) for x, _ in loader])
+
+
+def reference_statistics(config, space, split, batch_size=100, device='cpu'):
+  """(mu, sigma, description) of the data split's features."""
+  c = config.data
+  named = os.path.join(CLEANFID_STATS_DIR, f'cifar10_clean_{split}_32.npz')
+  if space.name == 'inception' and c.dataset == 'cifar10' and c.image_size == 32 and os.path.exists(named):
+    with np.load(named) as stats:
+      return stats['mu'], stats['sigma'], f"clean-fid's cifar10 {split} statistics"
+  path = os.path.join(c.root, 'fid_stats', f'{c.dataset}_{space.name}_{split}_{c.image_size}.npz')
+  if not os.path.exists(path):
+    features = extract_features(space, dataset_samples(config, split), batch_size, device,
+                                desc=f'{split} features')
+    mu, sigma = feature_statistics(features)
+    save_npz_atomic(path, mu=mu, sigma=sigma)
+  with np.load(path) as stats:
+    return stats['mu'], stats['sigma'], f"{c.dataset} {split} split ({path})"
+
+
+def fid(config, samples, device='cpu'):
+  """Frechet distance of stored samples to the train split in the data set's feature space:
+  {'fid', 'feature_space', 'reference', 'num_samples', ['train_test_floor'], ...}. Raises
+  InceptionUnavailable when Inception is needed and missing."""
+  space = get_feature_space(config, device)
+  batch_size = config.eval.batch_size
+  mu_ref, sigma_ref, reference = reference_statistics(config, space, 'train', batch_size, device)
+  features = extract_features(space, samples, batch_size, device, desc='sample features')
+  result = {'fid': frechet_distance(*feature_statistics(features), mu_ref, sigma_ref),
+            'feature_space': space.name, 'reference': reference, 'num_samples': len(samples),
+            **space.info}
+  if space.floor:
+    mu_test, sigma_test, _ = reference_statistics(config, space, 'test', batch_size, device)
+    result['train_test_floor'] = frechet_distance(mu_test, sigma_test, mu_ref, sigma_ref)
+  return result

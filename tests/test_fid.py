@@ -1,0 +1,149 @@
+"""Frechet distance against closed forms; clean-fid's pipeline with the project's digits
+features; sample shards that resume; the offline Inception message."""
+import os
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from configs.default import get_default_config
+from evaluation import fid as fid_lib
+from evaluation.digits_classifier import load_or_train_digits_classifier, train_digits_classifier
+from evaluation.shards import from_storage, generate_shards
+
+
+def digits_config(root):
+  config = get_default_config()
+  config.data.dataset = 'digits'
+  config.data.image_size = 8
+  config.data.num_channels = 1
+  config.data.num_bins = 17
+  config.data.root = str(root)
+  config.eval.batch_size = 128
+  return config
+
+
+@pytest.fixture(scope='module')
+def digits_root(tmp_path_factory):
+  """A data root with the digits classifier trained once for the module."""
+  root = tmp_path_factory.mktemp('digits_root')
+  load_or_train_digits_classifier(str(root))
+  return root
+
+
+def test_frechet_distance_of_diagonal_gaussians():
+  # Commuting (diagonal) covariances: d^2 = ||mu1 - mu2||^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2.
+  # Float64 eigendecompositions: agreement to 1e-10.
+  rng = np.random.default_rng(0)
+  mu1, mu2 = rng.normal(size=20), rng.normal(size=20)
+  a, b = rng.uniform(0.1, 3, size=20), rng.uniform(0.1, 3, size=20)
+  want = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+  assert fid_lib.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(want, abs=1e-10)
+
+
+def test_frechet_distance_against_scipy_sqrtm():
+  # General (non-commuting) covariances against tr sqrtm(S1 S2) by scipy's Schur method, a
+  # second algorithm; well-conditioned 30x30 matrices agree to 1e-8 relative.
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(30, 30)), rng.normal(size=(30, 30))
+  s1, s2 = a @ a.T / 30 + 0.1 * np.eye(30), b @ b.T / 30 + 0.1 * np.eye(30)
+  mu1, mu2 = rng.normal(size=30), rng.normal(size=30)
+  want = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+  assert fid_lib.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-8)
+
+
+def test_frechet_distance_of_a_set_with_itself():
+  # 100 samples in 64 dimensions: a rank-deficient covariance, where sqrtm of the product is
+  # ill-conditioned. Identical statistics must give ~0 (|d^2| < 1e-8 against tr(S) ~ 64).
+  features = np.random.default_rng(2).normal(size=(100, 64))
+  stats = fid_lib.feature_statistics(features)
+  assert abs(fid_lib.frechet_distance(*stats, *stats)) < 1e-8
+  with pytest.raises(ValueError, match='shape'):
+    fid_lib.frechet_distance(stats[0][:3], stats[1][:3, :3], *stats)
+
+
+def test_digits_classifier_is_accurate_and_reproducible(digits_root):
+  # Measured test accuracy 0.97 (300 test digits); 0.9 leaves room for other BLAS builds.
+  # Training twice with the same seed gives identical weights; the cache returns them.
+  model, accuracy = load_or_train_digits_classifier(str(digits_root))
+  assert accuracy > 0.9
+  again, again_accuracy = train_digits_classifier(seed=0)
+  assert again_accuracy == accuracy
+  for (name, p), q in zip(model.state_dict().items(), again.state_dict().values()):
+    assert torch.equal(p, q), name
+  assert os.path.exists(os.path.join(digits_root, 'digits_classifier.pt'))
+
+
+def test_cleanfid_pipeline_with_the_digits_features(digits_root):
+  # clean-fid's get_model_features driven with the classifier as custom extractor must give
+  # exactly the classifier's features of the stored images (float32 rounding: 1e-5), also when
+  # N (1497) is not a multiple of the batch size (128); and the distances must then behave:
+  # train samples vs train statistics ~0, test samples vs train statistics = the reported
+  # floor, noise images far above it.
+  config = digits_config(digits_root)
+  space = fid_lib.get_feature_space(config, 'cpu')
+  train = fid_lib.dataset_samples(config, 'train')
+  assert train.dtype == np.uint8 and train.shape == (1497, 8, 8, 1)
+  features = fid_lib.extract_features(space, train, batch_size=128)
+  classifier, _ = load_or_train_digits_classifier(str(digits_root))
+  with torch.no_grad():
+    direct = classifier.features(from_storage(train)).double().numpy()
+  assert np.allclose(features, direct, atol=1e-5)
+
+  # ~0: dead ReLU features give a singular covariance, where clipped eigenvalues leave
+  # ~sqrt(machine eps) * tr(S) of rounding (measured 5e-6 against a floor of ~0.5).
+  same = fid_lib.fid(config, train)
+  assert same['feature_space'] == 'digits_classifier' and abs(same['fid']) < 1e-4
+  test = fid_lib.fid(config, fid_lib.dataset_samples(config, 'test'))
+  assert test['fid'] == pytest.approx(test['train_test_floor'], rel=1e-9) and test['fid'] > 0
+  noise = np.random.default_rng(3).integers(0, 256, size=(500, 8, 8, 1), dtype=np.uint8)
+  assert fid_lib.fid(config, noise)['fid'] > 10 * test['train_test_floor']
+  assert os.path.exists(os.path.join(digits_root, 'fid_stats', 'digits_digits_classifier_train_8.npz'))
+
+
+def test_points_feature_space(tmp_path):
+  # toy2d: the distance of the train split's own points to the train statistics is ~0.
+  config = get_default_config()
+  config.data.dataset = 'toy2d'
+  config.data.root = str(tmp_path)
+  train = fid_lib.dataset_samples(config, 'train')
+  result = fid_lib.fid(config, train)
+  assert result['feature_space'] == 'points' and abs(result['fid']) < 1e-9
+  assert result['train_test_floor'] > 0
+
+
+def test_shards_resume_and_are_deterministic(tmp_path):
+  # 10 samples in shards of 4 (4, 4, 2). Deleting the middle shard and rerunning draws only
+  # that shard again, with the same seeded generator: the samples are bit-identical.
+  calls = []
+
+  def draw(n, generator):
+    calls.append(n)
+    return torch.rand(n, 1, 2, 2, generator=generator), 7
+
+  samples, nfe, seconds = generate_shards(str(tmp_path), 10, 4, draw, seed=5, progress=False)
+  assert calls == [4, 4, 2] and samples.shape == (10, 2, 2, 1) and samples.dtype == np.uint8
+  assert nfe == 7 and seconds >= 0
+  os.remove(tmp_path / 'shard_1.npz')
+  again, _, _ = generate_shards(str(tmp_path), 10, 4, draw, seed=5, progress=False)
+  assert calls == [4, 4, 2, 4] and np.array_equal(samples, again)
+  with pytest.raises(ValueError, match='batch size'):
+    generate_shards(str(tmp_path), 10, 5, draw, seed=5, progress=False)
+
+
+def test_offline_inception_message(tmp_path, monkeypatch):
+  # No weights on disk and no network: one InceptionUnavailable naming the file and where
+  # clean-fid expects it. (Made deterministic by pointing clean-fid's folder at an empty dir
+  # and its download at an unreachable address.)
+  monkeypatch.setattr(fid_lib, 'CLEANFID_WEIGHTS_DIR', str(tmp_path))
+  monkeypatch.setattr('cleanfid.downloads_helper.inception_url', 'http://unreachable.invalid/x.pt')
+  config = get_default_config()
+  with pytest.raises(fid_lib.InceptionUnavailable) as info:
+    fid_lib.get_feature_space(config, 'cpu')
+  message = str(info.value)
+  assert fid_lib.INCEPTION_FILE in message and str(tmp_path) in message
+  assert 'inception_weights' in message
+  config.eval.inception_weights = str(tmp_path / 'missing.pt')
+  with pytest.raises(fid_lib.InceptionUnavailable, match='not a file'):
+    fid_lib.get_feature_space(config, 'cpu')
