@@ -1,0 +1,104 @@
+"""The training loop: it learns the ring of Gaussians, its loss falls, and a resumed run
+continues exactly where an uninterrupted one would be."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import sde_lib
+from configs.vp_toy2d import get_config as toy2d_config
+from data import get_dataset
+from gmm_oracle import ring_mixture, sliced_wasserstein
+from training.checkpoint import load_checkpoint, restore_for_inference
+from training.sampling import draw_samples
+from training.trainer import learning_rate, train
+
+
+@pytest.fixture
+def one_thread():
+  """On a shared 2-core machine two intra-op threads per process oversubscribe the cores and
+  slow small ops by up to 100x; one thread for the duration of a test, then put back."""
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.mark.slow
+def test_vp_toy2d_learns_the_ring(tmp_path, one_thread):
+  config = toy2d_config()
+  config.device = 'cpu'
+  config.training.n_iters = 1500
+  config.training.snapshot_sampling = False
+  config.sampling.steps = 100
+  workdir = str(tmp_path)
+  train(config, workdir, progress=False)
+
+  losses = [r['loss'] for r in read_metrics(workdir)]
+  assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:2]) / 2  # measured: ~0.57 -> ~0.31
+
+  model, step, _ = restore_for_inference(config, workdir, device='cpu')
+  assert step == 1500
+  n = 2000
+  samples, _ = draw_samples(config, sde_lib.get_sde(config), model, n, 'cpu',
+                            torch.Generator().manual_seed(0), progress=False)
+  c = config.data
+  mixture = ring_mixture(n_modes=c.toy_modes, radius=c.toy_radius, std=c.toy_std)
+  # Every mode gets its share: a multinomial 1/8 of 2000 has std 0.0074; 0.04 is > 5 std.
+  weights = torch.bincount(mixture.assign(samples), minlength=c.toy_modes).double() / n
+  assert (weights - 1 / c.toy_modes).abs().max() < 0.04, weights
+  # Samples sit on the modes: data fall 4 std from their mean with probability e^-8 = 3e-4.
+  distance = (samples.double()[:, None] - mixture.means[None]).norm(dim=-1).min(1).values
+  assert (distance > 4 * c.toy_std).double().mean() < 0.1
+  # Two-sample distance to fresh data, against how far two fresh data sets of the same size
+  # lie apart by chance (the largest of 4 such pairs); an untrained net is ~10x that.
+  fresh = get_dataset(config, 'test').tensors[0]
+  chance = max(sliced_wasserstein(fresh[i * n:(i + 1) * n], fresh[(i + 4) * n:(i + 5) * n])
+               for i in range(4))
+  assert sliced_wasserstein(samples, fresh[:n]) < 1.5 * chance
+
+
+def tiny_config(n_iters):
+  config = toy2d_config()
+  config.device = 'cpu'
+  config.model.hidden, config.model.num_layers = 16, 1
+  config.data.toy_size = 512
+  config.training.batch_size = 64                  # 8 batches per epoch: resume mid-epoch
+  config.training.n_iters = n_iters
+  config.training.log_freq = 5
+  config.training.snapshot_freq = 10
+  config.training.snapshot_samples = 16
+  config.sampling.steps = 2
+  return config
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, one_thread):
+  straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
+  train(tiny_config(20), straight, progress=False)
+  train(tiny_config(10), split, progress=False)
+  train(tiny_config(20), split, progress=False)
+  a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt'))
+  b = load_checkpoint(os.path.join(split, 'checkpoints', 'ckpt_20.pt'))
+  for key in a['model']:
+    assert torch.equal(a['model'][key], b['model'][key]), key
+  for key in a['ema']['shadow']:
+    assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
+  assert [r['loss'] for r in read_metrics(straight)] == [r['loss'] for r in read_metrics(split)]
+  assert sorted(os.listdir(os.path.join(straight, 'samples'))) == ['10.png', '20.png']
+
+
+def test_learning_rate_warms_up_linearly():
+  optim = tiny_config(1).optim
+  optim.lr, optim.warmup = 1e-3, 100
+  assert math.isclose(learning_rate(optim, 1), 1e-5)
+  assert math.isclose(learning_rate(optim, 50), 5e-4)
+  assert learning_rate(optim, 100) == learning_rate(optim, 5000) == 1e-3
+  optim.warmup = 0
+  assert learning_rate(optim, 1) == 1e-3
