@@ -1,0 +1,188 @@
+"""Evaluate a checkpoint: sample quality (FID), bits/dim by the probability-flow ODE, the DDPM
+variational bound, score evaluations and wall time per sample; one row per sampler.
+
+Samplers compared in one call are `config.eval.samplers`, each a string of comma-separated
+`field=value` overrides of `config.sampling`, e.g. "method=ode" or
+"method=pc,predictor=euler_maruyama,corrector=none,steps=100" (values take the type of the
+field they replace); an empty tuple evaluates `config.sampling` as it is. Each sampler writes
+`<workdir>/eval/<ckpt>-<sampler>/`: report.json, report.md, samples.npz, grid.png,
+likelihood.npz (per-image bits/dim) and shards/ (reused by a rerun).
+"""
+import json
+import os
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from data import get_data_inverse_scaler
+from evaluation.bpd import split_bpd, split_vlb
+from evaluation.fid import InceptionUnavailable, fid
+from evaluation.shards import from_storage, generate_shards, save_npz_atomic
+from models import get_score_fn
+from samplers import get_sampler
+from sde_lib import get_sde
+from training.checkpoint import restore_for_inference
+from training.device import get_device
+from training.sampling import data_shape
+from training.snapshots import sample_picture
+
+GRID_IMAGES = 64
+
+
+def parse_sampler_spec(spec, sampling):
+  """(name, copy of `sampling` with the spec's overrides); '' -> (sampling.method, a copy)."""
+  sampling = sampling.copy_and_resolve_references()
+  items = [item for item in spec.split(',') if item.strip()]
+  name = []
+  for item in items:
+    key, sep, value = (part.strip() for part in item.partition('='))
+    if not sep or key not in sampling:
+      raise ValueError(f"bad sampler spec {spec!r}: expected field=value pairs with fields of "
+                       f"config.sampling ({', '.join(sorted(sampling.keys()))})")
+    current = sampling[key]
+    if isinstance(current, bool):
+      if value.lower() not in ('true', 'false'):
+        raise ValueError(f"bad sampler spec {spec!r}: {key} takes true or false, got {value!r}")
+      sampling[key] = value.lower() == 'true'
+    else:
+      try:
+        sampling[key] = type(current)(value)
+      except ValueError:
+        raise ValueError(f"bad sampler spec {spec!r}: {key} takes a {type(current).__name__}, "
+                         f"got {value!r}") from None
+    if key != 'method':
+      name.append(f'{key}-{value}')
+  return '_'.join([sampling.method] + name), sampling
+
+
+def sampler_draw(config, sampling, sde, score_fn, device):
+  """draw(n, generator) -> (n samples in data space, score evaluations per sample)."""
+  inverse_scaler = get_data_inverse_scaler(config)
+
+  def draw(n, generator):
+    sampler = get_sampler(sampling, sde, (n,) + data_shape(config), device=device)
+    with torch.no_grad():
+      x, nfe = sampler(score_fn, generator=generator)
+    return inverse_scaler(x), nfe
+
+  return draw
+
+
+def save_pictures(out_dir, samples):
+  """samples.npz (stored form) and grid.png (images) or a scatter plot (points)."""
+  save_npz_atomic(os.path.join(out_dir, 'samples.npz'), samples=samples)
+  x = from_storage(samples)
+  if x.dim() == 4:
+    picture = sample_picture(x[:GRID_IMAGES])
+  else:
+    picture = sample_picture(x, bound=1.2 * float(np.quantile(np.abs(samples), 0.999)))
+  save_image(picture, os.path.join(out_dir, 'grid.png'))
+
+
+def likelihood_numbers(config, model, sde, score_fn, device, notes):
+  """Sampler-independent numbers: ({'bpd': ..., 'vlb': ...}, per-image arrays)."""
+  numbers, arrays = {}, {}
+  generator = torch.Generator(device).manual_seed(config.seed)
+  if config.eval.enable_bpd:
+    numbers['bpd'], arrays['bpd'] = split_bpd(config, score_fn, sde, device=device, generator=generator)
+    numbers['bpd']['method'] = (f"probability-flow ODE, {config.eval.hutchinson} divergence "
+                                f"({config.eval.n_probes} probe(s)), eps={config.eval.bpd_eps}")
+  if config.eval.enable_vlb:
+    if getattr(sde, 'posterior_variance', None) is None:
+      notes.append(f"VLB skipped: the DDPM bound needs the VP chain ({config.sde.name} has none)")
+    elif config.data.dataset == 'toy2d':
+      notes.append("VLB skipped: its discretized decoder needs quantized image data")
+    else:
+      numbers['vlb'], arrays['vlb'], arrays['vlb_terms'] = split_vlb(
+          config, model, sde, device=device, generator=generator)
+      numbers['vlb']['variance'] = config.sampling.variance
+  return numbers, arrays
+
+
+def format_number(value, digits=3):
+  return '-' if value is None else f'{value:.{digits}f}'
+
+
+def table(reports):
+  """A markdown table, one row per sampler."""
+  head = ('| sampler | NFE/sample | s/sample | FID | bits/dim (ODE) | bits/dim (VLB) |\n'
+          '|---|---|---|---|---|---|')
+  rows = []
+  for r in reports:
+    fid_value = r.get('fid', {}).get('fid')
+    rows.append(f"| {r['sampler']} | {format_number(r['nfe_per_sample'], 1)} | "
+                f"{format_number(r['seconds_per_sample'], 4)} | {format_number(fid_value)} | "
+                f"{format_number(r.get('bpd', {}).get('mean'))} | "
+                f"{format_number(r.get('vlb', {}).get('mean'))} |")
+  return '\n'.join([head] + rows)
+
+
+def markdown_report(report):
+  lines = [f"# Evaluation of {report['checkpoint']} (step {report['step']}), sampler {report['sampler']}",
+           '', table([report]), '']
+  if 'fid' in report:
+    f = report['fid']
+    lines.append(f"FID: Frechet distance in the {f['feature_space']} feature space to {f['reference']}, "
+                 f"{f['num_samples']} samples.")
+    if 'train_test_floor' in f:
+      lines.append(f"Floor (train vs test split, same features): {f['train_test_floor']:.3f}.")
+    if 'classifier_test_accuracy' in f:
+      lines.append(f"Feature classifier test accuracy: {f['classifier_test_accuracy']:.3f}.")
+  for key, label in (('bpd', 'bits/dim (ODE)'), ('vlb', 'bits/dim (VLB)')):
+    if key in report:
+      r = report[key]
+      lines.append(f"{label}: {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} test images.")
+  lines += [f"Note: {note}" for note in report['notes']]
+  return '\n'.join(lines) + '\n'
+
+
+def write_reports(out_dir, report):
+  with open(os.path.join(out_dir, 'report.json.tmp'), 'w') as f:
+    json.dump(report, f, indent=2)
+  os.replace(os.path.join(out_dir, 'report.json.tmp'), os.path.join(out_dir, 'report.json'))
+  with open(os.path.join(out_dir, 'report.md.tmp'), 'w') as f:
+    f.write(markdown_report(report))
+  os.replace(os.path.join(out_dir, 'report.md.tmp'), os.path.join(out_dir, 'report.md'))
+
+
+def evaluate(config, workdir):
+  """Run what config.eval enables on the checkpoint (EMA weights) for each sampler; write the
+  reports and print the table. Returns the list of reports (dicts)."""
+  e = config.eval
+  device = get_device(config.device)
+  model, step, ckpt_name = restore_for_inference(config, workdir, e.ckpt, device)
+  sde = get_sde(config)
+  score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
+  shared_notes = []
+  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, shared_notes)
+  inception_message = None
+  reports = []
+  for spec in (e.samplers or ('',)):
+    name, sampling = parse_sampler_spec(spec, config.sampling)
+    out_dir = os.path.join(workdir, 'eval', f'{ckpt_name}-{name}')
+    draw = sampler_draw(config, sampling, sde, score_fn, device)
+    samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
+                                            e.batch_size, draw, seed=config.seed, device=device)
+    save_pictures(out_dir, samples)
+    if arrays:
+      save_npz_atomic(os.path.join(out_dir, 'likelihood.npz'), **arrays)
+    report = {'checkpoint': ckpt_name, 'step': step, 'sampler': name, 'sampler_spec': spec,
+              'sampling': sampling.to_dict(), 'num_samples': e.num_samples,
+              'nfe_per_sample': nfe, 'seconds_per_sample': seconds, **numbers,
+              'notes': list(shared_notes)}
+    if e.enable_fid:
+      try:
+        report['fid'] = fid(config, samples, device)
+      except InceptionUnavailable as err:
+        if inception_message is None:
+          inception_message = str(err)
+          print(inception_message)
+        report['notes'].append(inception_message)
+    write_reports(out_dir, report)
+    reports.append(report)
+  print(table(reports))
+  for note in shared_notes:
+    print(f"Note: {note}")
+  print(f"reports in {os.path.join(workdir, 'eval')}")
+  return reports
