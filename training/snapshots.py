@@ -1,7 +1,11 @@
 """Pictures of samples: an image grid (torchvision make_grid) or, for 2-D points, a scatter
 plot drawn straight into an image tensor (no plotting library needed)."""
+import math
+
 import torch
 from torchvision.utils import make_grid
+
+MIN_SIDE = 32   # pixels per image side in a grid
 
 
 def scatter_image(points, bound, reference=None, size=256):
@@ -23,4 +27,7 @@ def sample_picture(samples, reference=None, bound=None):
   ([B, C, H, W]) or a scatter plot of points ([B, 2])."""
   if samples.dim() == 2:
     return scatter_image(samples, bound, reference)
-  return make_grid(samples.detach().clamp(0, 1).cpu(), nrow=int(samples.shape[0] ** 0.5), padding=1)
+  images = samples.detach().clamp(0, 1).cpu()
+  scale = max(1, MIN_SIDE // images.shape[-1])   # blow small images (8x8 digits) up, nearest
+  images = images.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+  return make_grid(images, nrow=math.ceil(images.shape[0] ** 0.5), padding=2)

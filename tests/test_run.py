@@ -1,0 +1,82 @@
+"""run.py end to end on a tiny vp_digits: train, resume, sample, the workdir layout, bad input."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--config', 'vp_digits', '--config.device=cpu', '--config.model.nf=8',
+        '--config.model.num_groups=4', '--config.training.batch_size=16',
+        '--config.training.log_freq=2', '--config.training.snapshot_freq=4',
+        '--config.training.snapshot_samples=4', '--config.sampling.steps=3',
+        '--config.sampling.num_samples=6', '--config.sampling.batch_size=4']
+
+
+def run(*args):
+  # One intra-op thread: on a shared 2-core machine two per process oversubscribe the cores.
+  env = dict(os.environ, OMP_NUM_THREADS='1')
+  return subprocess.run([sys.executable, 'run.py', *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def ok(result):
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result
+
+
+def steps_logged(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [int(line.split('"step": ')[1].split(',')[0]) for line in f]
+
+
+@pytest.mark.slow
+def test_train_resume_sample_and_layout(tmp_path):
+  resumed, straight = str(tmp_path / 'resumed'), str(tmp_path / 'straight')
+  ok(run(*TINY, '--workdir', resumed, '--config.training.n_iters=4'))
+  first = load_checkpoint(os.path.join(resumed, 'checkpoints', 'ckpt_4.pt'))
+  ok(run(*TINY, '--workdir', resumed, '--config.training.n_iters=8'))
+  ok(run(*TINY, '--workdir', straight, '--config.training.n_iters=8'))
+
+  assert steps_logged(resumed) == [2, 4, 6, 8]          # the step counter continues
+  after = load_checkpoint(os.path.join(resumed, 'checkpoints', 'ckpt_8.pt'))
+  assert after['step'] == 8 and after['ema']['num_updates'] == 8
+  assert all(s['step'] == 8 for s in after['optimizer']['state'].values())  # Adam's t continued
+  assert any(not torch.equal(first['ema']['shadow'][k], after['ema']['shadow'][k])
+             for k in first['ema']['shadow'])
+  # Restored model, EMA and Adam moments: the resumed run equals an uninterrupted one exactly.
+  reference = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_8.pt'))
+  for key, value in reference['model'].items():
+    assert torch.equal(value, after['model'][key]), key
+  for key, value in reference['ema']['shadow'].items():
+    assert torch.equal(value, after['ema']['shadow'][key]), key
+  for index, state in reference['optimizer']['state'].items():
+    assert torch.equal(state['exp_avg_sq'], after['optimizer']['state'][index]['exp_avg_sq'])
+
+  result = ok(run(*TINY, '--workdir', resumed, '--mode', 'sample'))
+  assert 'ckpt_8' in result.stdout and '3 score evaluations' in result.stdout
+  samples = np.load(os.path.join(resumed, 'samples', 'sample_ckpt_8.npz'))['samples']
+  assert samples.shape == (6, 1, 8, 8)
+  for path in ('config.json', 'metrics.jsonl', 'checkpoints/latest', 'checkpoints/ckpt_8.pt',
+               'samples/4.png', 'samples/8.png', 'samples/sample_ckpt_8.png'):
+    assert os.path.isfile(os.path.join(resumed, path)), path
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(os.path.join(resumed, 'tb')))
+
+
+def test_unknown_config_lists_the_valid_ones_and_exits_1():
+  result = run('--config', 'vp_nonexistent')
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'vp_digits' in lines[0] and 'vp_toy2d' in lines[0]
+
+
+@pytest.mark.slow
+def test_sampling_without_a_checkpoint_is_one_line_and_exit_1(tmp_path):
+  result = run(*TINY, '--workdir', str(tmp_path), '--mode', 'sample')
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'no checkpoint' in lines[0], result.stderr
