@@ -17,5 +17,11 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q tests
 
+# Train the embedded default (vp_digits, ~5 min on 2 CPU cores), sample from it, evaluate it.
+demo: setup
+	$(PY) run.py --config vp_digits --workdir $(WORKDIR) --mode train
+	$(PY) run.py --config vp_digits --workdir $(WORKDIR) --mode sample
+	$(PY) run.py --config vp_digits --workdir $(WORKDIR) --mode eval
+
 clean:
 	rm -rf $(VENV) .pytest_cache
