@@ -170,7 +170,7 @@ def test_ddpm_loss_is_eps_mse_of_the_network():
 def test_gmm_exact_score_beats_perturbed_scores(sde_name):
   """For a 2-D ring of Gaussians the exact score minimizes DSM; a perturbed score s* + D pays
   exactly E[s^2 ||D||^2] more (the cross term has mean 0 since E[z | x_t] = -s s*)."""
-  sde, mixture, n = SDES[sde_name], ring_mixture(radius=2.0, std=0.2), 20_000
+  sde, mixture, n = SDES[sde_name], ring_mixture(radius=2.0, std=0.2), 10_000
   g = torch.Generator().manual_seed(2)
   for t_value in (0.05, 0.3, 0.7):
     t = torch.full((n,), t_value, dtype=torch.float64)
