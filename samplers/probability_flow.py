@@ -7,32 +7,41 @@ from samplers.progress import TimeProgress
 FIXED_STEP_METHODS = ('euler', 'midpoint', 'rk4', 'explicit_adams', 'implicit_adams')
 
 
-def ode_sample(sde, score_fn, shape, method='dopri5', rtol=1e-5, atol=1e-5, eps=1e-3, steps=None,
-               noise_removal=True, generator=None, device=None, progress=True):
-  """dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t), integrated from x_T ~ prior at T down to eps.
+def flow(sde, score_fn, x, t_start, t_end, method='dopri5', rtol=1e-5, atol=1e-5, steps=None,
+         progress=False):
+  """Carry x from t_start to t_end along dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t).
 
-  Adaptive methods use rtol/atol; fixed-step ones take `steps` equal steps. With noise_removal
-  the result is Tweedie's E[x_0 | x_eps] (one more score evaluation). Returns (x, nfe).
+  Forward in time (eps -> T) it encodes data into latents, backward (T -> eps) it decodes.
+  Adaptive methods use rtol/atol; fixed-step ones take `steps` equal steps. Returns (x, nfe).
   """
-  device = generator.device if generator is not None else (device or 'cpu')
-  x_T = sde.prior_sampling(shape, generator=generator, device=device)
-  flow = sde.reverse(score_fn, probability_flow=True)
+  reverse = sde.reverse(score_fn, probability_flow=True)
+  batch = x.shape[0]
   nfe = 0
-  bar = TimeProgress(sde.T, eps, 'ODE sampling', progress)
+  bar = TimeProgress(t_start, t_end, 'probability flow', progress)
 
   def drift(t, x):
     nonlocal nfe
     nfe += 1
     bar.reached(t)
-    return flow.sde(x, t.expand(shape[0]))[0]
+    return reverse.sde(x, t.expand(batch))[0]
 
-  ts = torch.tensor([sde.T, eps], device=device)
-  # Adaptive solvers must land on eps rather than step past it and interpolate back: below
-  # t = 0 the linear beta(t) turns negative and the drift is undefined.
-  options = ({'step_size': (sde.T - eps) / steps} if method in FIXED_STEP_METHODS and steps
+  ts = torch.tensor([t_start, t_end], device=x.device, dtype=x.dtype)
+  # Adaptive solvers must land on the end time rather than step past it and interpolate
+  # back: below t = 0 the linear beta(t) turns negative and the drift is undefined.
+  options = ({'step_size': abs(t_end - t_start) / steps} if method in FIXED_STEP_METHODS and steps
              else {'step_t': ts})
-  x = odeint(drift, x_T, ts, rtol=rtol, atol=atol, method=method, options=options)[-1]
+  x = odeint(drift, x, ts, rtol=rtol, atol=atol, method=method, options=options)[-1]
   bar.close()
+  return x, nfe
+
+
+def ode_sample(sde, score_fn, shape, method='dopri5', rtol=1e-5, atol=1e-5, eps=1e-3, steps=None,
+               noise_removal=True, generator=None, device=None, progress=True):
+  """x_T ~ prior decoded by the probability-flow ODE from T to eps; with noise_removal the
+  result is Tweedie's E[x_0 | x_eps] (one more score evaluation). Returns (x, nfe)."""
+  device = generator.device if generator is not None else (device or 'cpu')
+  x_T = sde.prior_sampling(shape, generator=generator, device=device)
+  x, nfe = flow(sde, score_fn, x_T, sde.T, eps, method, rtol, atol, steps, progress)
   if noise_removal:
     t = torch.full((shape[0],), eps, device=device)
     x = sde.tweedie_x0(x, t, score_fn(x, t))

@@ -9,54 +9,61 @@ import torch
 
 
 class GaussianMixture:
-  """sum_k w_k N(mu_k, Sigma_k) in R^D, float64 inside."""
+  """sum_k w_k N(mu_k, Sigma_k) in R^D, float64 inside.
 
-  def __init__(self, weights, means, covs):
+  Sigma_k = U_k diag(lam_k) U_k^T is diagonalised once, so a perturbed mixture
+  (covariances m^2 Sigma_k + s^2 I = U_k diag(m^2 lam_k + s^2) U_k^T) needs no new inverse.
+  """
+
+  def __init__(self, weights, means, covs, _eig=None):
     self.weights = torch.as_tensor(weights, dtype=torch.float64)
     self.weights = self.weights / self.weights.sum()
     self.means = torch.as_tensor(means, dtype=torch.float64)        # [K, D]
     self.covs = torch.as_tensor(covs, dtype=torch.float64)          # [K, D, D]
     self.dim = self.means.shape[1]
+    self.eigvals, self.eigvecs = torch.linalg.eigh(self.covs) if _eig is None else _eig
 
   def sample(self, n, generator=None):
     k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-    chol = torch.linalg.cholesky(self.covs)
     z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-    return (self.means[k] + torch.einsum('nij,nj->ni', chol[k], z)).float()
+    root = self.eigvecs[k] * self.eigvals[k].clamp(min=0).sqrt()[:, None, :]
+    return (self.means[k] + torch.einsum('nij,nj->ni', root, z)).float()
 
   def perturbed(self, sde, t):
     """The mixture of x_t for a scalar time t under `sde` (a GMM again)."""
     m, s = sde.marginal_coeffs(torch.tensor([float(t)], dtype=torch.float64))
     m, s = float(m), float(s)
     eye = torch.eye(self.dim, dtype=torch.float64)
-    return GaussianMixture(self.weights, m * self.means, m ** 2 * self.covs + s ** 2 * eye)
+    eig = (m ** 2 * self.eigvals + s ** 2, self.eigvecs)
+    return GaussianMixture(self.weights, m * self.means, m ** 2 * self.covs + s ** 2 * eye, _eig=eig)
 
-  def _component_logp(self, x):
-    """[n, K] log w_k N(x; mu_k, Sigma_k)."""
-    x = x.double()
-    prec = torch.linalg.inv(self.covs)
-    diff = x[:, None, :] - self.means[None]                          # [n, K, D]
-    maha = torch.einsum('nki,kij,nkj->nk', diff, prec, diff)
-    logdet = torch.linalg.slogdet(self.covs)[1]
+  def _rotated(self, x):
+    """Coordinates of x - mu_k in each component's eigenbasis, [n, K, D]."""
+    diff = x.double()[:, None, :] - self.means[None]
+    return torch.einsum('nkd,kde->nke', diff, self.eigvecs)
+
+  def _component_logp(self, y):
+    """[n, K] log w_k N(x; mu_k, Sigma_k) from rotated coordinates y."""
+    maha = (y ** 2 / self.eigvals[None]).sum(-1)
+    logdet = self.eigvals.log().sum(-1)
     return (self.weights.log()[None] - 0.5 * (maha + logdet[None] + self.dim * math.log(2 * math.pi)))
 
   def log_prob(self, x):
-    return torch.logsumexp(self._component_logp(x), dim=1)
+    return torch.logsumexp(self._component_logp(self._rotated(x)), dim=1)
 
   def responsibilities(self, x):
-    return torch.softmax(self._component_logp(x), dim=1)
+    return torch.softmax(self._component_logp(self._rotated(x)), dim=1)
 
   def assign(self, x):
     """Most probable component of each point."""
-    return self._component_logp(x).argmax(1)
+    return self._component_logp(self._rotated(x)).argmax(1)
 
   def score(self, x):
     """grad_x log p(x) = sum_k r_k(x) Sigma_k^{-1} (mu_k - x)."""
-    prec = torch.linalg.inv(self.covs)
-    diff = self.means[None] - x.double()[:, None, :]
-    per_comp = torch.einsum('kij,nkj->nki', prec, diff)
-    r = self.responsibilities(x)
-    return torch.einsum('nk,nki->ni', r, per_comp).to(x.dtype)
+    y = self._rotated(x)
+    r = torch.softmax(self._component_logp(y), dim=1)
+    per_comp = torch.einsum('kde,nke->nkd', self.eigvecs, -y / self.eigvals[None])
+    return torch.einsum('nk,nkd->nd', r, per_comp).to(x.dtype)
 
 
 def exact_score_fn(mixture, sde):
@@ -64,6 +71,8 @@ def exact_score_fn(mixture, sde):
 
   def score_fn(x, t):
     flat = x.reshape(x.shape[0], -1)
+    if bool((t == t[0]).all()):
+      return mixture.perturbed(sde, float(t[0])).score(flat).reshape(x.shape)
     out = torch.empty_like(flat)
     for value in torch.unique(t):
       rows = t == value
