@@ -1,0 +1,72 @@
+"""Networks become score functions: s = -eps / s(t) (Ho et al. 2020; Song et al. 2021)."""
+import pytest
+import torch
+
+from models.score_fn import get_score_fn, get_x0_fn
+from sde_lib import SubVPSDE, VESDE, VPSDE
+
+SIGMA0 = 0.7   # data x_0 ~ N(0, SIGMA0^2 I): p_t = N(0, (m^2 SIGMA0^2 + s^2) I)
+
+
+class OracleEps(torch.nn.Module):
+  """The optimal eps-network for Gaussian data, E[eps | x_t] = s x_t / (m^2 SIGMA0^2 + s^2),
+  reading the time back from the label it is given: t = label / (N - 1) (continuous) or
+  the chain step's std (discrete)."""
+
+  def __init__(self, sde, continuous, output='eps'):
+    super().__init__()
+    self.sde, self.continuous, self.output = sde, continuous, output
+    self.labels = None
+
+  def forward(self, x, labels):
+    self.labels = labels
+    if self.continuous:
+      m, s = self.sde.marginal_coeffs(labels / (self.sde.N - 1))
+    else:
+      s = self.sde.chain_std(labels.long())
+      m = (1 - s ** 2).sqrt()           # VP chain: m^2 + s^2 = 1
+    var = (m ** 2 * SIGMA0 ** 2 + s ** 2)[:, None]
+    eps = s[:, None] * x / var
+    return eps if self.output == 'eps' else -eps   # 'score': s(t) * score = -eps
+
+
+@pytest.mark.parametrize('sde', [VPSDE(), SubVPSDE(), VESDE()], ids=['vp', 'subvp', 've'])
+@pytest.mark.parametrize('parameterization', ['eps', 'score'])
+def test_continuous_score_of_oracle_network_is_the_exact_score(sde, parameterization):
+  model = OracleEps(sde, continuous=True, output=parameterization)
+  score_fn = get_score_fn(sde, model, continuous=True, parameterization=parameterization)
+  t = torch.tensor([0.01, 0.3, 0.9], dtype=torch.float64)
+  x = torch.randn(3, 4, dtype=torch.float64)
+  m, s = sde.marginal_coeffs(t)
+  exact = -x / (m ** 2 * SIGMA0 ** 2 + s ** 2)[:, None]
+  assert torch.allclose(score_fn(x, t), exact, rtol=1e-10)
+  assert torch.allclose(model.labels, t * 999)   # the network sees t * (N - 1)
+
+
+def test_discrete_score_uses_ddpm_integer_steps_and_chain_std():
+  sde = VPSDE()
+  model = OracleEps(sde, continuous=False)
+  score_fn = get_score_fn(sde, model, continuous=False)
+  t = torch.tensor([0.0, 0.5, 1.0])
+  x = torch.randn(3, 4)
+  out = score_fn(x, t)
+  assert model.labels.tolist() == [0.0, 500.0, 999.0]   # round(t * 999)
+  abar = sde.alphas_cumprod[model.labels.long()]
+  exact = -x / (abar * SIGMA0 ** 2 + 1 - abar)[:, None]
+  assert torch.allclose(out, exact, rtol=1e-5)
+
+
+def test_x0_prediction_is_the_posterior_mean():
+  """x0_hat = (x_t - s eps)/m = E[x_0 | x_t] = m SIGMA0^2 x_t / (m^2 SIGMA0^2 + s^2)."""
+  sde = VPSDE()
+  score_fn = get_score_fn(sde, OracleEps(sde, continuous=True), continuous=True)
+  t = torch.tensor([0.05, 0.5], dtype=torch.float64)
+  x = torch.randn(2, 3, dtype=torch.float64)
+  m, s = sde.marginal_coeffs(t)
+  expected = (m * SIGMA0 ** 2 / (m ** 2 * SIGMA0 ** 2 + s ** 2))[:, None] * x
+  assert torch.allclose(get_x0_fn(sde, score_fn)(x, t), expected, rtol=1e-10)
+
+
+def test_unknown_parameterization_is_rejected():
+  with pytest.raises(ValueError, match='v_prediction'):
+    get_score_fn(VPSDE(), torch.nn.Identity(), parameterization='v_prediction')
