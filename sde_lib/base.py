@@ -53,9 +53,13 @@ class SDE(abc.ABC):
     """The chain step a time t in [0, T] falls on: round(t / T * (N - 1)) (DDPM's integer t)."""
     return torch.round(t / self.T * (self.N - 1)).long()
 
+  def chain_coeffs(self, index):
+    """m and s of x at chain step `index`: the marginal at its time index / (N - 1) T
+    (the VP-SDE overrides this with its DDPM chain; for the VE-SDE these are SMLD's sigmas)."""
+    return self.marginal_coeffs(index.float() / (self.N - 1) * self.T)
+
   def chain_std(self, index):
-    """Std of x at chain step `index` (the marginal std at its time; the VP uses its chain)."""
-    return self.marginal_std(index.float() / (self.N - 1) * self.T)
+    return self.chain_coeffs(index)[1]
 
   def prior_sampling(self, shape, generator=None, device='cpu'):
     return self.prior_std() * torch.randn(*shape, generator=generator, device=device)

@@ -58,9 +58,10 @@ class VPSDE(SDE):
     log_abar = self.log_alphabar(t)
     return torch.exp(0.5 * log_abar), (-torch.expm1(log_abar)).clamp(min=0).sqrt()
 
-  def chain_std(self, index):
-    """sqrt(1 - alphabar_i) of the DDPM chain."""
-    return self.sqrt_1m_alphas_cumprod.to(index.device)[index]
+  def chain_coeffs(self, index):
+    """sqrt(alphabar_i) and sqrt(1 - alphabar_i) of the DDPM chain."""
+    return (self.sqrt_alphas_cumprod.to(index.device)[index],
+            self.sqrt_1m_alphas_cumprod.to(index.device)[index])
 
   def prior_std(self):
     return 1.0

@@ -5,9 +5,9 @@ penalize  w * || s * score(x_t, t) + z ||^2,  i.e. lambda(t) ||score - grad log 
 with lambda = s^2 (w = 1) or, with likelihood weighting, lambda = g(t)^2 (w = g^2 / s^2).
 What differs is only where the time comes from:
   - continuous: t ~ U[eps, T], (m, s) = marginal_coeffs(t)           (Song et al. 2021)
-  - the DDPM chain: i ~ U{0..N-1}, (m, s) = (sqrt(abar_i), sqrt(1 - abar_i)); for an
-    eps-network s * score = -eps_theta, so the penalty is ||eps - eps_theta||^2 (L_simple)
-  - the SMLD chain (VE): i ~ U{0..N-1}, (m, s) = (1, sigma_i)         (Song & Ermon 2019)
+  - a chain step i ~ U{0..N-1}, (m, s) = sde.chain_coeffs(i): on the VP-SDE the DDPM chain
+    (sqrt(abar_i), sqrt(1 - abar_i)), where for an eps-network s * score = -eps_theta and the
+    penalty is ||eps - eps_theta||^2 (L_simple); on the VE-SDE SMLD's (1, sigma_i) (Song & Ermon 2019)
 """
 import torch
 
@@ -22,26 +22,12 @@ def continuous_times(sde, n, eps, device, generator=None):
   return t, mean_coeff, std
 
 
-def _chain_step(sde, n, device, generator):
-  """A uniform chain step i in {0..N-1} and the time t = i T / (N - 1) that labels it."""
+def chain_times(sde, n, eps, device, generator=None):
+  """A uniform chain step i in {0..N-1}, its time label t = i T / (N - 1) and the chain's
+  (m_i, s_i): DDPM's (sqrt(abar_i), sqrt(1 - abar_i)) on the VP-SDE, SMLD's (1, sigma_i) on the VE."""
   index = torch.randint(sde.N, (n,), device=device, generator=generator)
-  return index, index.float() * sde.T / (sde.N - 1)
-
-
-def ddpm_chain_times(sde, n, eps, device, generator=None):
-  """DDPM's x_t = sqrt(abar_i) x_0 + sqrt(1 - abar_i) z at a uniform chain step i."""
-  index, t = _chain_step(sde, n, device, generator)
-  return t, sde.sqrt_alphas_cumprod.to(device)[index], sde.chain_std(index)
-
-
-def smld_chain_times(sde, n, eps, device, generator=None):
-  """SMLD's x = x_0 + sigma_i z at a uniform noise level i."""
-  index, t = _chain_step(sde, n, device, generator)
-  return t, torch.ones(n, device=device), sde.chain_std(index)
-
-
-# The chain a discrete-time DSM loss walks, by config.sde.name.
-DISCRETE_TIMES = {'vpsde': ddpm_chain_times, 'vesde': smld_chain_times}
+  mean_coeff, std = sde.chain_coeffs(index)
+  return index.float() * sde.T / (sde.N - 1), mean_coeff, std
 
 
 def dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean):
@@ -60,17 +46,12 @@ def _time_sampler(config):
   """(times function, continuous flag) for config.training.loss."""
   train = config.training
   if train.loss == 'dsm':
-    if train.continuous:
-      return continuous_times, True
-    if config.sde.name not in DISCRETE_TIMES:
-      raise ValueError(f"discrete-time DSM is defined for {sorted(DISCRETE_TIMES)} "
-                       f"(DDPM and SMLD chains), not {config.sde.name!r}")
-    return DISCRETE_TIMES[config.sde.name], False
+    return (continuous_times, True) if train.continuous else (chain_times, False)
   if train.loss == 'ddpm':
     if config.sde.name != 'vpsde' or train.continuous:
       raise ValueError("training.loss='ddpm' (L_simple) walks the VP-SDE's DDPM chain: "
                        "set sde.name='vpsde' and training.continuous=False")
-    return ddpm_chain_times, False
+    return chain_times, False
   raise ValueError(f"unknown training.loss {train.loss!r}; choose 'dsm' or 'ddpm'")
 
 
