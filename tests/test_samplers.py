@@ -125,14 +125,17 @@ def test_samplers_match_16d_mixture(mixture16, sde_name, name):
   assert_matches(mixture, x, reference)
 
 
-FEW_STEP_SAMPLERS = ['em', 'reverse_diffusion', 'ancestral', 'rd+langevin', 'torchsde-euler']
+# rk4 is already at the Monte-Carlo floor at 5 steps; its convergence is checked against
+# dopri5 in test_probability_flow.py.
+FIXED_STEP_ODES = {'ode-euler': 'euler'}
 
 
-@pytest.mark.parametrize('name', FEW_STEP_SAMPLERS + ['ode-euler'])
+@pytest.mark.parametrize('name', [name for name in SAMPLERS if name != 'ode'] + list(FIXED_STEP_ODES))
 def test_few_steps_are_finite_and_improve(ring, name):
-  """At 5, 10, 20 steps samples are finite and get closer to the data as steps grow."""
+  """At 5, 10, 20 steps samples are finite and get closer to the data as steps grow
+  (the adaptive ODE solver takes the steps its tolerance needs and is left out)."""
   mixture, _ = ring
-  config = (sampling_config('ode', ode_method='euler') if name == 'ode-euler'
+  config = (sampling_config('ode', ode_method=FIXED_STEP_ODES[name]) if name in FIXED_STEP_ODES
             else sampling_config(name))
   distances = []
   for steps in (5, 10, 20):
