@@ -66,6 +66,9 @@ def main(argv):
   except (DatasetUnavailable, CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def run():

@@ -13,7 +13,7 @@ from data import get_dataset
 from gmm_oracle import ring_mixture, sliced_wasserstein
 from training.checkpoint import load_checkpoint, restore_for_inference
 from training.sampling import draw_samples
-from training.trainer import learning_rate, train
+from training.trainer import Trainer, learning_rate, train
 
 
 @pytest.fixture
@@ -92,6 +92,30 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, one_thread):
     assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
   assert [r['loss'] for r in read_metrics(straight)] == [r['loss'] for r in read_metrics(split)]
   assert sorted(os.listdir(os.path.join(straight, 'samples'))) == ['10.png', '20.png']
+
+
+def test_interrupted_run_saves_its_last_step_and_resumes_exactly(tmp_path, one_thread, monkeypatch):
+  """Ctrl-C during step 14 (between checkpoints at 10 and 20) saves step 13; resuming from it
+  reaches the same step-20 weights as an uninterrupted run."""
+  straight, interrupted = str(tmp_path / 'straight'), str(tmp_path / 'interrupted')
+  train(tiny_config(20), straight, progress=False)
+  real_update = Trainer._update
+
+  def update_until_14(self, model, x):
+    if self.step + 1 == 14:
+      raise KeyboardInterrupt
+    return real_update(self, model, x)
+
+  monkeypatch.setattr(Trainer, '_update', update_until_14)
+  with pytest.raises(KeyboardInterrupt):
+    train(tiny_config(20), interrupted, progress=False)
+  assert load_checkpoint(os.path.join(interrupted, 'checkpoints', 'ckpt_13.pt'))['step'] == 13
+  monkeypatch.setattr(Trainer, '_update', real_update)
+  train(tiny_config(20), interrupted, progress=False)
+  a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt'))
+  b = load_checkpoint(os.path.join(interrupted, 'checkpoints', 'ckpt_20.pt'))
+  for key in a['model']:
+    assert torch.equal(a['model'][key], b['model'][key]), key
 
 
 def test_learning_rate_warms_up_linearly():

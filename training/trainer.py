@@ -129,6 +129,7 @@ class Trainer:
                                       eps=o.eps, weight_decay=o.weight_decay)
     self.step = 0
     self.resumed_from = self._restore()
+    self.saved_step = self.step      # the step of the newest checkpoint on disk
     self.writer = None
 
   def _restore(self):
@@ -165,21 +166,29 @@ class Trainer:
     losses, started = [], time.time()
     bar = tqdm(total=train.n_iters, initial=self.step, desc='training', dynamic_ncols=True,
                disable=not (self.progress and self.ddp.is_main))
-    while self.step < train.n_iters:
-      self.step += 1
-      torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step))
-      x, _ = next(batches)
-      lr, loss, grad_norm = self._update(model, self.scaler(x.to(self.ddp.device)))
-      losses.append(loss)
-      bar.update(1)
-      if self.step % train.log_freq == 0 or self.step == train.n_iters:
-        mean_loss = self.ddp.mean(sum(losses) / len(losses))
-        self._log({'step': self.step, 'loss': mean_loss, 'lr': lr, 'grad_norm': grad_norm,
-                   'seconds': round(time.time() - started, 3)})
-        bar.set_postfix(loss=f'{mean_loss:.4g}')
-        losses = []
-      if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
-        self._snapshot()
+    try:
+      while self.step < train.n_iters:
+        torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step + 1))
+        x, _ = next(batches)
+        lr, loss, grad_norm = self._update(model, self.scaler(x.to(self.ddp.device)))
+        self.step += 1   # only once the update (and its EMA) is complete
+        losses.append(loss)
+        bar.update(1)
+        if self.step % train.log_freq == 0 or self.step == train.n_iters:
+          mean_loss = self.ddp.mean(sum(losses) / len(losses))
+          self._log({'step': self.step, 'loss': mean_loss, 'lr': lr, 'grad_norm': grad_norm,
+                     'seconds': round(time.time() - started, 3)})
+          bar.set_postfix(loss=f'{mean_loss:.4g}')
+          losses = []
+        if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
+          self._snapshot()
+    except KeyboardInterrupt:
+      # Ctrl-C loses nothing: the last completed step is checkpointed before stopping.
+      if self.ddp.is_main and self.saved_step != self.step:
+        checkpoint.save_checkpoint(self.workdir, self.step, self.state(),
+                                   train.keep_checkpoints)
+        tqdm.write(f"interrupted: saved step {self.step} in {self.workdir}/checkpoints")
+      raise
     bar.close()
     if self.writer is not None:
       self.writer.close()
@@ -187,8 +196,8 @@ class Trainer:
     return self.step
 
   def _update(self, model, x):
-    """One Adam step at the warm-up learning rate, clipping the gradient norm; EMA update."""
-    lr = learning_rate(self.config.optim, self.step)
+    """Step self.step + 1: Adam at the warm-up learning rate, gradient clipping, EMA update."""
+    lr = learning_rate(self.config.optim, self.step + 1)
     for group in self.optimizer.param_groups:
       group['lr'] = lr
     loss = self.loss_fn(model, x)
@@ -212,6 +221,7 @@ class Trainer:
     """Checkpoint, then a picture of EMA samples at <workdir>/samples/<step>.png (rank 0 only)."""
     if self.ddp.is_main:
       checkpoint.save_checkpoint(self.workdir, self.step, self.state(), self.config.training.keep_checkpoints)
+      self.saved_step = self.step
       if self.config.training.snapshot_sampling:
         self._save_samples()
     self.ddp.barrier()
