@@ -57,7 +57,8 @@ def main(argv):
   try:
     if FLAGS.mode == 'train':
       step = train(config, workdir)
-      print(f"trained to step {step}; checkpoints, sample grids, metrics.jsonl and tb/ in {workdir}")
+      if int(os.environ.get('RANK', '0')) == 0:   # one line, also under torchrun
+        print(f"trained to step {step}; checkpoints, sample grids, metrics.jsonl and tb/ in {workdir}")
     elif FLAGS.mode == 'sample':
       sample(config, workdir)
     else:

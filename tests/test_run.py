@@ -1,4 +1,5 @@
 """run.py end to end on a tiny vp_digits: train, resume, sample, the workdir layout, bad input."""
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,28 @@ def test_sampling_without_a_checkpoint_is_one_line_and_exit_1(tmp_path):
   assert result.returncode == 1
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and 'no checkpoint' in lines[0], result.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_in_sync(tmp_path):
+  """torchrun with 2 CPU processes (gloo): rank 0 alone writes the workdir (one line printed,
+  one set of checkpoints), the loss it logs (averaged over ranks) falls, and a single process
+  resumes from the distributed run's checkpoint."""
+  workdir = str(tmp_path / 'ddp')
+  env = dict(os.environ, OMP_NUM_THREADS='1')
+  result = subprocess.run(
+      [os.path.join(os.path.dirname(sys.executable), 'torchrun'), '--standalone', '--nproc_per_node=2',
+       'run.py', '--config', 'vp_toy2d', '--workdir', workdir, '--config.device=cpu',
+       '--config.training.n_iters=40', '--config.training.snapshot_freq=20',
+       '--config.training.log_freq=10', '--config.training.snapshot_sampling=False'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  ok(result)
+  assert result.stdout.count('trained to step 40') == 1
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['ckpt_20.pt', 'ckpt_40.pt', 'latest']
+  losses = [json.loads(line)['loss'] for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert len(losses) == 4 and losses[-1] < losses[0]
+  state = load_checkpoint(os.path.join(workdir, 'checkpoints', 'ckpt_40.pt'))
+  assert state['step'] == 40 and all(torch.isfinite(v).all() for v in state['model'].values())
+  ok(run('--config', 'vp_toy2d', '--workdir', workdir, '--config.device=cpu',
+         '--config.training.n_iters=45', '--config.training.snapshot_sampling=False'))
+  assert load_checkpoint(os.path.join(workdir, 'checkpoints', 'ckpt_45.pt'))['step'] == 45
