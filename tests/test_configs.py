@@ -58,6 +58,9 @@ def test_vp_cifar10_matches_song_et_al_training():
   assert (c.training.loss, c.training.continuous, c.sde.name) == ('dsm', True, 'vpsde')
   assert (c.training.batch_size, c.optim.lr, c.optim.warmup, c.optim.grad_clip) == (128, 2e-4, 5000, 1.0)
   assert (c.model.ema_rate, c.training.n_iters) == (0.9999, 1_300_000)
+  assert (c.data.dataset, c.data.random_flip, c.data.centered) == ('cifar10', True, True)
+  assert (c.sampling.method, c.sampling.predictor, c.sampling.corrector, c.sampling.snr,
+          c.sampling.steps) == ('pc', 'reverse_diffusion', 'langevin', 0.16, 1000)
 
 
 def test_unknown_name_lists_the_valid_ones():

@@ -147,9 +147,10 @@ def test_few_steps_are_finite_and_improve(ring, name):
 
 
 @pytest.mark.parametrize('name,expected', [('em', 50), ('ancestral', 50), ('rd+langevin', 150),
-                                           ('torchsde-euler', None)])
+                                           ('torchsde-euler', None), ('ode', None)])
 def test_nfe_counts_score_evaluations(ring, name, expected):
-  """nfe equals the number of score calls actually made (2 corrector steps + 1 predictor)."""
+  """nfe equals the number of score calls actually made: 50 predictor steps, plus 2 corrector
+  steps each where there is a corrector (the solvers' counts are whatever they called)."""
   mixture, _ = ring
   sde = VPSDE()
   calls = 0
@@ -164,24 +165,9 @@ def test_nfe_counts_score_evaluations(ring, name, expected):
   with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     _, nfe = get_sampler(config, sde, (10, 2))(counting_score, progress=False)
-  assert nfe == calls
+  assert nfe == calls > 10
   if expected is not None:
     assert nfe == expected
-
-
-def test_ode_nfe_counts_score_evaluations(ring):
-  mixture, _ = ring
-  sde = VPSDE()
-  calls = 0
-  score = exact_score_fn(mixture, sde)
-
-  def counting_score(x, t):
-    nonlocal calls
-    calls += 1
-    return score(x, t)
-
-  _, nfe = get_sampler(sampling_config('ode'), sde, (10, 2))(counting_score, progress=False)
-  assert nfe == calls and nfe > 10
 
 
 def test_unknown_names_are_rejected():
