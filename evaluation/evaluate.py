@@ -127,6 +127,9 @@ def markdown_report(report):
                  f"{f['num_samples']} samples.")
     if 'train_test_floor' in f:
       lines.append(f"Floor (train vs test split, same features): {f['train_test_floor']:.3f}.")
+    if 'fid_at_floor_size' in f:
+      lines.append(f"The first {f['floor_size']} samples (the test split's size, for a like-for-like "
+                   f"comparison with the floor): {f['fid_at_floor_size']:.3f}.")
     if 'classifier_test_accuracy' in f:
       lines.append(f"Feature classifier test accuracy: {f['classifier_test_accuracy']:.3f}.")
   for key, label in (('bpd', 'bits/dim (ODE)'), ('vlb', 'bits/dim (VLB)')):

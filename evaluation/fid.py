@@ -168,34 +168,42 @@ def dataset_samples(config, split):
 
 
 def reference_statistics(config, space, split, batch_size=100, device='cpu'):
-  """(mu, sigma, description) of the data split's features."""
+  """(mu, sigma, number of images or None, description) of the data split's features."""
   c = config.data
   named = os.path.join(CLEANFID_STATS_DIR, f'cifar10_clean_{split}_32.npz')
   if space.name == 'inception' and c.dataset == 'cifar10' and c.image_size == 32 and os.path.exists(named):
     with np.load(named) as stats:
-      return stats['mu'], stats['sigma'], f"clean-fid's cifar10 {split} statistics"
+      return stats['mu'], stats['sigma'], None, f"clean-fid's cifar10 {split} statistics"
   path = os.path.join(c.root, 'fid_stats', f'{c.dataset}_{space.name}_{split}_{c.image_size}.npz')
   if not os.path.exists(path):
     features = extract_features(space, dataset_samples(config, split), batch_size, device,
                                 desc=f'{split} features')
     mu, sigma = feature_statistics(features)
-    save_npz_atomic(path, mu=mu, sigma=sigma)
+    save_npz_atomic(path, mu=mu, sigma=sigma, count=len(features))
   with np.load(path) as stats:
-    return stats['mu'], stats['sigma'], f"{c.dataset} {split} split ({path})"
+    count = int(stats['count']) if 'count' in stats else None
+    return stats['mu'], stats['sigma'], count, f"{c.dataset} {split} split ({path})"
 
 
 def fid(config, samples, device='cpu'):
   """Frechet distance of stored samples to the train split in the data set's feature space:
-  {'fid', 'feature_space', 'reference', 'num_samples', ['train_test_floor'], ...}. Raises
-  InceptionUnavailable when Inception is needed and missing."""
+  {'fid', 'feature_space', 'reference', 'num_samples', ['train_test_floor',
+  'fid_at_floor_size', 'floor_size'], ...}. The floor is the test split's distance; since the
+  distance is biased upwards by ~1/N, the first `floor_size` samples' distance is reported
+  beside it for a like-for-like comparison. Raises InceptionUnavailable when Inception is
+  needed and missing."""
   space = get_feature_space(config, device)
   batch_size = config.eval.batch_size
-  mu_ref, sigma_ref, reference = reference_statistics(config, space, 'train', batch_size, device)
+  mu_ref, sigma_ref, _, reference = reference_statistics(config, space, 'train', batch_size, device)
   features = extract_features(space, samples, batch_size, device, desc='sample features')
   result = {'fid': frechet_distance(*feature_statistics(features), mu_ref, sigma_ref),
             'feature_space': space.name, 'reference': reference, 'num_samples': len(samples),
             **space.info}
   if space.floor:
-    mu_test, sigma_test, _ = reference_statistics(config, space, 'test', batch_size, device)
+    mu_test, sigma_test, n_test, _ = reference_statistics(config, space, 'test', batch_size, device)
     result['train_test_floor'] = frechet_distance(mu_test, sigma_test, mu_ref, sigma_ref)
+    if n_test is not None and n_test < len(features):
+      result['floor_size'] = n_test
+      result['fid_at_floor_size'] = frechet_distance(*feature_statistics(features[:n_test]),
+                                                     mu_ref, sigma_ref)
   return result

@@ -97,6 +97,11 @@ def test_cleanfid_pipeline_with_the_digits_features(digits_root):
   assert same['feature_space'] == 'digits_classifier' and abs(same['fid']) < 1e-4
   test = fid_lib.fid(config, fid_lib.dataset_samples(config, 'test'))
   assert test['fid'] == pytest.approx(test['train_test_floor'], rel=1e-9) and test['fid'] > 0
+  # Samples that begin with the test split: their first 300 (the floor's size) are the floor.
+  test_first = np.concatenate([fid_lib.dataset_samples(config, 'test'), train[:200]])
+  padded = fid_lib.fid(config, test_first)
+  assert padded['floor_size'] == 300
+  assert padded['fid_at_floor_size'] == pytest.approx(test['train_test_floor'], rel=1e-9)
   noise = np.random.default_rng(3).integers(0, 256, size=(500, 8, 8, 1), dtype=np.uint8)
   assert fid_lib.fid(config, noise)['fid'] > 10 * test['train_test_floor']
   assert os.path.exists(os.path.join(digits_root, 'fid_stats', 'digits_digits_classifier_train_8.npz'))
