@@ -1,6 +1,8 @@
 """Samplers on a plain score_fn(x, t), chosen by name from `config.sampling`."""
 import functools
 
+import torch
+
 from samplers.langevin import annealed_langevin, langevin
 from samplers.pc import pc_sample
 from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
@@ -49,7 +51,10 @@ def get_sampler(config, sde, shape, device=None):
     raise ValueError(f"unknown sampling method {config.method!r}; choose one of {list(METHODS)}")
 
   def sampler(score_fn, generator=None, progress=True):
-    return run(score_fn=score_fn, generator=generator, progress=progress)
+    # No sampler needs gradients of the network's weights; a score_fn that differentiates
+    # (guidance) turns them on inside itself with torch.enable_grad().
+    with torch.no_grad():
+      return run(score_fn=score_fn, generator=generator, progress=progress)
 
   return sampler
 from samplers.likelihood import likelihood
