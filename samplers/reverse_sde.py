@@ -55,12 +55,12 @@ def reverse_sde_sample(sde, score_fn, shape, method='euler', steps=1000, eps=1e-
   bar = TimeProgress(sde.T, eps, f'SDE sampling ({method})', progress)
   reverse = ReverseTimeSDE(sde, score_fn, shape, sde_type, on_time=bar.reached)
   y0 = x_T.flatten(1)
-  s_end = sde.T - eps
+  ts = torch.tensor([0.0, sde.T - eps], device=device)
+  s_end = float(ts[-1])   # the float32 end time torchsde will ask the Brownian motion for
   entropy = int(torch.randint(2 ** 62, (1,), generator=generator, device=device))
   bm = torchsde.BrownianInterval(0.0, s_end, size=y0.shape, device=device, entropy=entropy,
                                  levy_area_approximation='space-time')
-  ys = torchsde.sdeint(reverse, y0, torch.tensor([0.0, s_end], device=device), method=method,
-                       dt=s_end / steps, bm=bm)
+  ys = torchsde.sdeint(reverse, y0, ts, method=method, dt=s_end / steps, bm=bm)
   bar.close()
   x, nfe = ys[-1].reshape(shape), reverse.nfe
   if noise_removal:

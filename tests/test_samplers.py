@@ -5,7 +5,6 @@ The marginals of a mixture under a linear SDE are mixtures with known parameters
 are the sampler's own: discretization (O(1/steps)) and Monte-Carlo noise (O(1/sqrt(n))).
 """
 import math
-import warnings
 
 import ml_collections
 import pytest
@@ -48,11 +47,9 @@ def sampling_config(name, steps=None, **overrides):
 
 def draw(mixture, sde, config, n=N_SAMPLES, seed=1):
   shape = (n, mixture.dim)
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')  # torchsde's float32 end-time rounding notice
-    return get_sampler(config, sde, shape)(exact_score_fn(mixture, sde),
-                                          generator=torch.Generator().manual_seed(seed),
-                                          progress=False)
+  return get_sampler(config, sde, shape)(exact_score_fn(mixture, sde),
+                                        generator=torch.Generator().manual_seed(seed),
+                                        progress=False)
 
 
 def reference_distance(mixture, n=N_SAMPLES, draws=4):
@@ -162,9 +159,7 @@ def test_nfe_counts_score_evaluations(ring, name, expected):
     return score(x, t)
 
   config = sampling_config(name, steps=50, n_steps_each=2)
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    _, nfe = get_sampler(config, sde, (10, 2))(counting_score, progress=False)
+  _, nfe = get_sampler(config, sde, (10, 2))(counting_score, progress=False)
   assert nfe == calls > 10
   if expected is not None:
     assert nfe == expected
@@ -184,7 +179,5 @@ def test_samplers_build_no_autograd_graph(name):
   """A network's score through 20 steps leaves no graph behind (memory would grow per step)."""
   net = torch.nn.Linear(2, 2)
   config = sampling_config(name, steps=20)
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore')
-    x, _ = get_sampler(config, VPSDE(), (8, 2))(lambda x, t: -net(x), progress=False)
+  x, _ = get_sampler(config, VPSDE(), (8, 2))(lambda x, t: -net(x), progress=False)
   assert not x.requires_grad and torch.isfinite(x).all()
