@@ -26,6 +26,8 @@ SAMPLERS = {
     'em+langevin': ('pc', 'euler_maruyama', 'langevin', None),
     'ancestral+langevin': ('pc', 'ancestral', 'langevin', None),
     'rd+ald': ('pc', 'reverse_diffusion', 'ald', None),
+    'em+ald': ('pc', 'euler_maruyama', 'ald', None),
+    'ancestral+ald': ('pc', 'ancestral', 'ald', None),
     'ode': ('ode', None, None, None),
     'torchsde-euler': ('sde', None, None, 'euler'),
     'torchsde-milstein': ('sde', None, None, 'milstein'),
@@ -100,6 +102,13 @@ def mixture16():
 def test_vp_samplers_match_2d_mixture(ring, name):
   mixture, reference = ring
   x, _ = draw(mixture, VPSDE(), sampling_config(name))
+  assert_matches(mixture, x, reference)
+
+
+def test_ancestral_with_beta_variance_matches_2d_mixture(ring):
+  """Ho et al.'s other reverse variance, sigma^2 = beta (sec. 3.2), samples the data too."""
+  mixture, reference = ring
+  x, _ = draw(mixture, VPSDE(), sampling_config('ancestral', variance='beta'))
   assert_matches(mixture, x, reference)
 
 
