@@ -6,13 +6,13 @@ fixed seed (full-batch Adam), and cached with its test accuracy in
 `<config.data.root>/digits_classifier.pt` (tensors and plain values, written atomically).
 """
 import os
-import tempfile
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from data import digits
+from training.atomic import atomic_write
 
 CACHE_NAME = 'digits_classifier.pt'
 
@@ -65,11 +65,7 @@ def load_or_train_digits_classifier(root, device='cpu'):
   path = os.path.join(root, CACHE_NAME)
   if not os.path.exists(path):
     model, accuracy = train_digits_classifier()
-    os.makedirs(root, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, suffix='.tmp')
-    os.close(fd)
-    torch.save({'model': model.state_dict(), 'test_accuracy': accuracy}, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save({'model': model.state_dict(), 'test_accuracy': accuracy}, f))
   state = torch.load(path, map_location='cpu', weights_only=True)
   model = DigitsClassifier()
   try:

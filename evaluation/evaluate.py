@@ -22,6 +22,7 @@ from evaluation.shards import from_storage, generate_shards, save_npz_atomic
 from models import get_score_fn
 from samplers import get_sampler
 from sde_lib import get_sde
+from training.atomic import atomic_write
 from training.checkpoint import restore_for_inference
 from training.device import get_device
 from training.sampling import data_shape
@@ -141,12 +142,9 @@ def markdown_report(report):
 
 
 def write_reports(out_dir, report):
-  with open(os.path.join(out_dir, 'report.json.tmp'), 'w') as f:
-    json.dump(report, f, indent=2)
-  os.replace(os.path.join(out_dir, 'report.json.tmp'), os.path.join(out_dir, 'report.json'))
-  with open(os.path.join(out_dir, 'report.md.tmp'), 'w') as f:
-    f.write(markdown_report(report))
-  os.replace(os.path.join(out_dir, 'report.md.tmp'), os.path.join(out_dir, 'report.md'))
+  atomic_write(os.path.join(out_dir, 'report.json'),
+               lambda f: f.write(json.dumps(report, indent=2).encode()))
+  atomic_write(os.path.join(out_dir, 'report.md'), lambda f: f.write(markdown_report(report).encode()))
 
 
 def evaluate(config, workdir):

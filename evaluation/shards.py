@@ -6,27 +6,20 @@ as a viewer would see them: images as uint8 [B, H, W, C] (round(255 x), as a PNG
 2-D points as float32. A shard is `<dir>/shard_<i>.npz` with the samples, the score
 evaluations per sample (`nfe`) and the wall time of its batch, written atomically.
 """
-import io
 import math
 import os
-import tempfile
 import time
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from training.atomic import atomic_write
+
 
 def save_npz_atomic(path, **arrays):
-  """np.savez to a temporary file in the same directory, then os.replace."""
-  directory = os.path.dirname(path) or '.'
-  os.makedirs(directory, exist_ok=True)
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    f.write(buffer.getvalue())
-  os.replace(tmp, path)
+  """np.savez written atomically."""
+  atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def to_storage(x):

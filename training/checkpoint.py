@@ -7,11 +7,11 @@ os.replace, so a crash mid-write leaves the previous checkpoint and pointer unto
 import os
 import pickle
 import re
-import tempfile
 
 import torch
 
 from models import ExponentialMovingAverage, get_model
+from training.atomic import atomic_write
 from training.device import get_device
 
 LATEST = 'latest'
@@ -28,23 +28,6 @@ def checkpoint_dir(workdir):
 
 def checkpoint_path(workdir, step):
   return os.path.join(checkpoint_dir(workdir), f'ckpt_{step}.pt')
-
-
-def _atomic_write(path, write):
-  """write(file) into a temporary sibling of `path`, fsync, then os.replace it into place."""
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def list_checkpoints(workdir):
@@ -73,8 +56,8 @@ def save_checkpoint(workdir, step, state, keep):
   """Write `state` (tensors and plain values) as ckpt_<step>.pt, point `latest` at it and
   delete all but the newest `keep` checkpoints. Returns the path."""
   path = checkpoint_path(workdir, step)
-  _atomic_write(path, lambda f: torch.save(state, f))
-  _atomic_write(os.path.join(checkpoint_dir(workdir), LATEST),
+  atomic_write(path, lambda f: torch.save(state, f))
+  atomic_write(os.path.join(checkpoint_dir(workdir), LATEST),
                 lambda f: f.write(os.path.basename(path).encode()))
   for _, old in list_checkpoints(workdir)[:-max(keep, 1)]:
     os.remove(old)

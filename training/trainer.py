@@ -22,6 +22,7 @@ import sde_lib
 from data import get_data_scaler, get_dataset
 from models import ExponentialMovingAverage, get_model
 from training import checkpoint
+from training.atomic import atomic_write
 from training.device import get_device
 from training.losses import get_loss_fn
 from training.sampling import draw_samples
@@ -101,8 +102,8 @@ class EpochBatches:
 
 
 def write_config(config, workdir):
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json(indent=2, sort_keys=True))
+  atomic_write(os.path.join(workdir, 'config.json'),
+               lambda f: f.write(config.to_json(indent=2, sort_keys=True).encode()))
 
 
 class Trainer:
