@@ -19,11 +19,13 @@ from torchvision.utils import save_image
 import sde_lib
 from configs.resolve import UnknownConfig, config_name, resolve_config_argv
 from data import DatasetUnavailable
-from training.checkpoint import CheckpointError, restore_for_inference
-from training.device import get_device
-from training.sampling import draw_samples
-from training.snapshots import sample_picture
+from models import restore_for_inference
+from samplers import draw_samples
 from training.trainer import train
+from utils.checkpoint import CheckpointError
+from utils.device import get_device
+from utils.pictures import sample_picture
+from utils.workdir import samples_dir
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'config name (configs/NAME.py) or path',
@@ -40,7 +42,7 @@ def sample(config, workdir):
   generator = torch.Generator(device).manual_seed(config.seed)
   samples, nfe = draw_samples(config, sde_lib.get_sde(config), model, config.sampling.num_samples,
                               device, generator)
-  out = os.path.join(workdir, 'samples')
+  out = samples_dir(workdir)
   os.makedirs(out, exist_ok=True)
   npz, png = os.path.join(out, f'sample_{name}.npz'), os.path.join(out, f'sample_{name}.png')
   np.savez_compressed(npz, samples=samples.numpy(), step=step, nfe=nfe)

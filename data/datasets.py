@@ -51,3 +51,19 @@ def get_dataset(config, split='train', download=False):
                      f"{num_levels} to dequantize it (got {c.num_bins})")
   return ImageAugmentation(dataset, flip=c.random_flip and split == 'train',
                            num_bins=c.num_bins if c.uniform_dequantization else None)
+
+
+def get_eval_dataset(config, split='test'):
+  """The split as stored: no flips, no dequantization (what FID statistics, bits/dim and the
+  bound are computed on)."""
+  data_config = config.copy_and_resolve_references()
+  data_config.data.uniform_dequantization = False
+  data_config.data.random_flip = False
+  return get_dataset(data_config, split)
+
+
+def data_shape(config):
+  """Shape of one data point: (2,) for toy2d points, else (C, H, W)."""
+  if config.data.dataset == 'toy2d':
+    return (2,)
+  return (config.data.num_channels, config.data.image_size, config.data.image_size)

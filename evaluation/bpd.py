@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data import get_data_scaler, get_dataset
+from data import get_data_scaler, get_eval_dataset, uniform_dequantize
 from evaluation.vlb import chain_eps_fn, vlb
 from samplers.likelihood import likelihood
 
@@ -20,21 +20,12 @@ from samplers.likelihood import likelihood
 def split_batches(config, split, num_images, batch_size, device):
   """Batches of the split's first `num_images` (0: all) in [0, 1], without flips or
   dequantization, on `device`."""
-  data_config = config.copy_and_resolve_references()
-  data_config.data.uniform_dequantization = False
-  data_config.data.random_flip = False
-  dataset = get_dataset(data_config, split)
+  dataset = get_eval_dataset(config, split)
   if num_images:
     dataset = torch.utils.data.Subset(dataset, range(min(num_images, len(dataset))))
   loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
   for x, _ in loader:
     yield x.to(device)
-
-
-def dequantize(x, num_bins, generator=None):
-  """k / (num_bins - 1) -> (k + u) / num_bins with u ~ U[0, 1)."""
-  k = torch.round(x * (num_bins - 1))
-  return (k + torch.rand(x.shape, generator=generator, device=x.device)) / num_bins
 
 
 def summary(values):
@@ -51,7 +42,7 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', generator=None,
   batches = split_batches(config, split, e.bpd_num_images, e.batch_size, device)
   for x in tqdm(batches, desc=f'bits/dim ({split})', disable=not progress):
     images = x.dim() == 4
-    x = scaler(dequantize(x, config.data.num_bins, generator) if images else x)
+    x = scaler(uniform_dequantize(x, config.data.num_bins, generator) if images else x)
     result = likelihood(score_fn, sde, x, eps=e.bpd_eps, rtol=e.bpd_rtol, atol=e.bpd_atol,
                         hutchinson=e.hutchinson, n_probes=e.n_probes, generator=generator,
                         num_bins=config.data.num_bins if images else None, scaler=scaler)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data import digits
-from training.atomic import atomic_write
+from utils.atomic import atomic_write
 
 CACHE_NAME = 'digits_classifier.pt'
 

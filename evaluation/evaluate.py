@@ -15,18 +15,17 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from data import get_data_inverse_scaler
+from data import data_shape, get_data_inverse_scaler
 from evaluation.bpd import split_bpd, split_vlb
 from evaluation.fid import InceptionUnavailable, fid
-from evaluation.shards import from_storage, generate_shards, save_npz_atomic
-from models import get_score_fn
+from evaluation.shards import from_storage, generate_shards
+from models import get_score_fn, restore_for_inference
 from samplers import get_sampler
 from sde_lib import get_sde
-from training.atomic import atomic_write
-from training.checkpoint import restore_for_inference
-from training.device import get_device
-from training.sampling import data_shape
-from training.snapshots import sample_picture
+from utils.atomic import atomic_write, save_npz_atomic
+from utils.device import get_device
+from utils.pictures import sample_picture
+from utils.workdir import eval_dir
 
 GRID_IMAGES = 64
 
@@ -161,7 +160,7 @@ def evaluate(config, workdir):
   reports = []
   for spec in (e.samplers or ('',)):
     name, sampling = parse_sampler_spec(spec, config.sampling)
-    out_dir = os.path.join(workdir, 'eval', f'{ckpt_name}-{name}')
+    out_dir = os.path.join(eval_dir(workdir), f'{ckpt_name}-{name}')
     draw = sampler_draw(config, sampling, sde, score_fn, device)
     samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
                                             e.batch_size, draw, seed=config.seed, device=device)
@@ -185,5 +184,5 @@ def evaluate(config, workdir):
   print(table(reports))
   for note in shared_notes:
     print(f"Note: {note}")
-  print(f"reports in {os.path.join(workdir, 'eval')}")
+  print(f"reports in {eval_dir(workdir)}")
   return reports

@@ -26,9 +26,10 @@ from cleanfid import fid as cleanfid_fid
 from cleanfid.downloads_helper import check_download_inception, inception_url
 from cleanfid.inception_torchscript import InceptionV3W
 
-from data import get_dataset
+from data import get_eval_dataset
 from evaluation.digits_classifier import load_or_train_digits_classifier
-from evaluation.shards import save_npz_atomic, to_storage
+from evaluation.shards import to_storage
+from utils.atomic import save_npz_atomic
 
 INCEPTION_FILE = 'inception-2015-12-05.pt'
 # Where clean-fid's feature_extractor() looks for (and downloads) the Inception weights.
@@ -159,10 +160,7 @@ def extract_features(space, samples, batch_size=100, device='cpu', desc='feature
 
 def dataset_samples(config, split):
   """The split in stored form, without dequantization or flips."""
-  data_config = config.copy_and_resolve_references()
-  data_config.data.uniform_dequantization = False
-  data_config.data.random_flip = False
-  dataset = get_dataset(data_config, split)
+  dataset = get_eval_dataset(config, split)
   loader = torch.utils.data.DataLoader(dataset, batch_size=500)
   return np.concatenate([to_storage(x) for x, _ in loader])
 

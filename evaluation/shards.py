@@ -14,12 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from training.atomic import atomic_write
-
-
-def save_npz_atomic(path, **arrays):
-  """np.savez written atomically."""
-  atomic_write(path, lambda f: np.savez(f, **arrays))
+from utils.atomic import save_npz_atomic
 
 
 def to_storage(x):

@@ -1,60 +1,7 @@
-"""Samplers on a plain score_fn(x, t), chosen by name from `config.sampling`."""
-import functools
-
-import torch
-
-from samplers.langevin import annealed_langevin, langevin
-from samplers.pc import pc_sample
-from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
-from samplers.probability_flow import ode_sample
-from samplers.reverse_sde import reverse_sde_sample
-
-CORRECTORS = {'langevin': langevin, 'ald': annealed_langevin, 'none': None}
-METHODS = ('pc', 'ancestral', 'ode', 'sde')
-
-
-def get_predictor(name, variance='beta_tilde'):
-  predictors = {'euler_maruyama': euler_maruyama, 'reverse_diffusion': reverse_diffusion,
-                'ancestral': get_ancestral(variance), 'none': None}
-  if name not in predictors:
-    raise ValueError(f"unknown predictor {name!r}; choose one of {sorted(predictors)}")
-  return predictors[name]
-
-
-def get_corrector(name):
-  if name not in CORRECTORS:
-    raise ValueError(f"unknown corrector {name!r}; choose one of {sorted(CORRECTORS)}")
-  return CORRECTORS[name]
-
-
-def get_sampler(config, sde, shape, device=None):
-  """sampler(score_fn, generator=None, progress=True) -> (x, nfe) for `config` (= config.sampling).
-
-  method: 'pc' (config.predictor + config.corrector), 'ancestral' (DDPM: ancestral predictor, no
-  corrector), 'ode' (probability flow, torchdiffeq), 'sde' (reverse SDE, torchsde).
-  """
-  common = dict(eps=config.eps, noise_removal=config.noise_removal, device=device)
-  if config.method in ('pc', 'ancestral'):
-    ancestral = config.method == 'ancestral'
-    predictor = get_predictor('ancestral' if ancestral else config.predictor, config.variance)
-    corrector = None if ancestral else get_corrector(config.corrector)
-    run = functools.partial(pc_sample, sde, shape=shape, predictor=predictor, corrector=corrector,
-                            steps=config.steps, snr=config.snr, n_steps_each=config.n_steps_each,
-                            **common)
-  elif config.method == 'ode':
-    run = functools.partial(ode_sample, sde, shape=shape, method=config.ode_method,
-                            rtol=config.rtol, atol=config.atol, steps=config.steps, **common)
-  elif config.method == 'sde':
-    run = functools.partial(reverse_sde_sample, sde, shape=shape, method=config.sde_solver,
-                            steps=config.steps, **common)
-  else:
-    raise ValueError(f"unknown sampling method {config.method!r}; choose one of {list(METHODS)}")
-
-  def sampler(score_fn, generator=None, progress=True):
-    # No sampler needs gradients of the network's weights; a score_fn that differentiates
-    # (guidance) turns them on inside itself with torch.enable_grad().
-    with torch.no_grad():
-      return run(score_fn=score_fn, generator=generator, progress=progress)
-
-  return sampler
+"""Samplers on a plain score_fn(x, t), chosen by name from `config.sampling`; the likelihood
+by the probability-flow ODE; drawing a network's samples into data space."""
+from samplers.draw import draw_samples
 from samplers.likelihood import likelihood
+from samplers.registry import get_sampler
+
+__all__ = ['draw_samples', 'get_sampler', 'likelihood']

@@ -7,7 +7,8 @@ import torch
 
 from configs.default import get_default_config
 from models import ExponentialMovingAverage, get_model
-from training import checkpoint as ckpt
+from models import restore_for_inference
+from utils import checkpoint as ckpt
 
 
 def tiny_config(hidden=16):
@@ -113,7 +114,7 @@ def test_wrong_architecture_names_the_mismatch(tmp_path):
   with pytest.raises(ckpt.CheckpointError, match=r"does not match.*checkpoint \(16,.*vs model \(32,"):
     ckpt.load_state_strict(other, ckpt.load_checkpoint(ckpt.latest_checkpoint(str(tmp_path)))['model'])
   with pytest.raises(ckpt.CheckpointError, match='does not match'):
-    ckpt.restore_for_inference(tiny_config(hidden=32), str(tmp_path))
+    restore_for_inference(tiny_config(hidden=32), str(tmp_path))
 
 
 def test_loading_is_weights_only(tmp_path):
@@ -128,7 +129,7 @@ def test_restore_for_inference_uses_ema_weights_in_eval_mode(tmp_path):
   config = tiny_config()
   model, ema, optimizer = trained_state(config)
   ckpt.save_checkpoint(str(tmp_path), 7, state_of(model, ema, optimizer, 7), keep=1)
-  restored, step, name = ckpt.restore_for_inference(config, str(tmp_path), device='cpu')
+  restored, step, name = restore_for_inference(config, str(tmp_path), device='cpu')
   assert (step, name, restored.training) == (7, 'ckpt_7', False)
   for param_name, p in restored.named_parameters():
     assert torch.equal(p, ema.shadow[param_name])
@@ -138,4 +139,4 @@ def test_restore_for_inference_uses_ema_weights_in_eval_mode(tmp_path):
 
 def test_no_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(ckpt.CheckpointError, match='no checkpoint in .*train first'):
-    ckpt.restore_for_inference(tiny_config(), str(tmp_path))
+    restore_for_inference(tiny_config(), str(tmp_path))

@@ -8,7 +8,7 @@ from configs.resolve import (UnknownConfig, available_configs, config_name, reso
                              resolve_config_argv)
 from data.datasets import DATASETS
 from models.registry import MODELS
-from samplers import METHODS
+from samplers.registry import METHODS
 from sde_lib import get_sde
 from training.losses import get_loss_fn
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config', 'vp_digits', '--config.device=cpu', '--config.model.nf=8',

@@ -11,8 +11,9 @@ import sde_lib
 from configs.vp_toy2d import get_config as toy2d_config
 from data import get_dataset
 from gmm_oracle import ring_mixture, sliced_wasserstein
-from training.checkpoint import load_checkpoint, restore_for_inference
-from training.sampling import draw_samples
+from models import restore_for_inference
+from utils.checkpoint import load_checkpoint
+from samplers import draw_samples
 from training.trainer import Trainer, learning_rate, train
 
 

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 import sde_lib
 from data import get_data_scaler, get_dataset
 from models import ExponentialMovingAverage, get_model
-from training import checkpoint
-from training.atomic import atomic_write
-from training.device import get_device
+from samplers import draw_samples
 from training.losses import get_loss_fn
-from training.sampling import draw_samples
-from training.snapshots import sample_picture
+from utils import checkpoint, workdir as layout
+from utils.atomic import atomic_write
+from utils.device import get_device
+from utils.pictures import sample_picture
 
 
 def step_seed(seed, rank, step):
@@ -102,7 +102,7 @@ class EpochBatches:
 
 
 def write_config(config, workdir):
-  atomic_write(os.path.join(workdir, 'config.json'),
+  atomic_write(layout.config_path(workdir),
                lambda f: f.write(config.to_json(indent=2, sort_keys=True).encode()))
 
 
@@ -156,9 +156,9 @@ class Trainer:
     """Train from self.step to n_iters; returns the last step reached."""
     config, train = self.config, self.config.training
     if self.ddp.is_main:
-      os.makedirs(os.path.join(self.workdir, 'samples'), exist_ok=True)
+      os.makedirs(layout.samples_dir(self.workdir), exist_ok=True)
       write_config(config, self.workdir)
-      self.writer = SummaryWriter(os.path.join(self.workdir, 'tb'))
+      self.writer = SummaryWriter(layout.tensorboard_dir(self.workdir))
       if self.resumed_from:
         tqdm.write(f"resuming from {self.resumed_from} (step {self.step})")
     model = self.ddp.wrap(self.model)
@@ -213,7 +213,7 @@ class Trainer:
   def _log(self, record):
     if not self.ddp.is_main:
       return
-    with open(os.path.join(self.workdir, 'metrics.jsonl'), 'a') as f:
+    with open(layout.metrics_path(self.workdir), 'a') as f:
       f.write(json.dumps(record) + '\n')
     for key in ('loss', 'lr', 'grad_norm'):
       self.writer.add_scalar(f'train/{key}', record[key], record['step'])
@@ -242,7 +242,7 @@ class Trainer:
       reference = torch.stack([self.dataset[i][0] for i in range(min(2000, len(self.dataset)))])
       bound = 1.2 * reference.abs().max().item()
     picture = sample_picture(samples, reference, bound)
-    save_image(picture, os.path.join(self.workdir, 'samples', f'{self.step}.png'))
+    save_image(picture, layout.snapshot_path(self.workdir, self.step))
     self.writer.add_image('samples', picture, self.step)
 
 

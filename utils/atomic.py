@@ -2,6 +2,8 @@
 import os
 import tempfile
 
+import numpy as np
+
 
 def atomic_write(path, write):
   """write(binary file) into a temporary sibling of `path`, fsync, then os.replace it into place."""
@@ -18,3 +20,8 @@ def atomic_write(path, write):
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def save_npz_atomic(path, **arrays):
+  """np.savez written atomically."""
+  atomic_write(path, lambda f: np.savez(f, **arrays))

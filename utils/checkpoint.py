@@ -10,9 +10,8 @@ import re
 
 import torch
 
-from models import ExponentialMovingAverage, get_model
-from training.atomic import atomic_write
-from training.device import get_device
+from utils.atomic import atomic_write
+from utils.workdir import checkpoint_dir, checkpoint_path
 
 LATEST = 'latest'
 _CKPT_NAME = re.compile(r'^ckpt_(\d+)\.pt$')
@@ -20,14 +19,6 @@ _CKPT_NAME = re.compile(r'^ckpt_(\d+)\.pt$')
 
 class CheckpointError(RuntimeError):
   """No checkpoint where one was asked for, or one that does not fit; the message says which."""
-
-
-def checkpoint_dir(workdir):
-  return os.path.join(workdir, 'checkpoints')
-
-
-def checkpoint_path(workdir, step):
-  return os.path.join(checkpoint_dir(workdir), f'ckpt_{step}.pt')
 
 
 def list_checkpoints(workdir):
@@ -109,23 +100,3 @@ def resolve_checkpoint(workdir, ckpt=''):
     raise CheckpointError(f"checkpoint {path} does not exist; {checkpoint_dir(workdir)} has "
                           f"{available or 'none'}")
   return path
-
-
-def restore_for_inference(config, workdir, ckpt='', device=None):
-  """(model with the EMA weights, in eval mode, on `device`; its step; the checkpoint's name).
-
-  ckpt: '' for the latest, a step number, or a path.
-  """
-  path = resolve_checkpoint(workdir, ckpt)
-  state = load_checkpoint(path)
-  model = get_model(config)
-  load_state_strict(model, state['model'])
-  ema = ExponentialMovingAverage(model, config.model.ema_rate, warmup=config.model.ema_warmup)
-  try:
-    ema.load_state_dict(state['ema'])
-  except ValueError as e:
-    raise CheckpointError(f"{path}: {e}") from None
-  ema.copy_to(model)
-  device = get_device(config.device) if device is None else torch.device(device)
-  name = os.path.splitext(os.path.basename(path))[0]
-  return model.to(device).eval(), int(state['step']), name

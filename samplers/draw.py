@@ -1,16 +1,9 @@
 """Draw samples from a network with the configured sampler, in batches, in data space."""
 import torch
 
-from data import get_data_inverse_scaler
+from data import data_shape, get_data_inverse_scaler
 from models import get_score_fn
-from samplers import get_sampler
-
-
-def data_shape(config):
-  """Shape of one data point: (2,) for toy2d points, else (C, H, W)."""
-  if config.data.dataset == 'toy2d':
-    return (2,)
-  return (config.data.num_channels, config.data.image_size, config.data.image_size)
+from samplers.registry import get_sampler
 
 
 @torch.no_grad()

@@ -1,0 +1,2 @@
+"""Pieces every package uses: atomic writes, the device, the run directory and its
+checkpoints, pictures of samples."""
