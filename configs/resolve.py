@@ -1,11 +1,13 @@
 """`--config NAME` -> configs/NAME.py (or a path as given); unknown names list the valid ones."""
 import os
 
+from utils.errors import ConfigError
+
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 _NOT_CONFIGS = {'__init__.py', 'default.py', 'resolve.py'}
 
 
-class UnknownConfig(ValueError):
+class UnknownConfig(ConfigError):
   """A --config value that is neither a config name nor an existing file."""
 
 

@@ -1,6 +1,7 @@
-"""The one error a caller turns into a message and exit code 1."""
+"""Missing data files: a ConfigError, so run.py prints it as one line."""
+from utils.errors import ConfigError
 
 
-class DatasetUnavailable(RuntimeError):
+class DatasetUnavailable(ConfigError):
   """The data set's files are not on disk (and may not be downloaded); the message says
   which file to place where."""

@@ -27,7 +27,7 @@ def get_corrector(name):
   return CORRECTORS[name]
 
 
-def get_sampler(config, sde, shape, device=None):
+def get_sampler(config, sde, shape, device=None, continuous=True):
   """sampler(score_fn, generator=None, progress=True) -> (x, nfe) for `config` (= config.sampling).
 
   method: 'pc' (config.predictor + config.corrector), 'ancestral' (DDPM: ancestral predictor, no

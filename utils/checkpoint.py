@@ -11,13 +11,14 @@ import re
 import torch
 
 from utils.atomic import atomic_write
+from utils.errors import ConfigError
 from utils.workdir import checkpoint_dir, checkpoint_path
 
 LATEST = 'latest'
 _CKPT_NAME = re.compile(r'^ckpt_(\d+)\.pt$')
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ConfigError):
   """No checkpoint where one was asked for, or one that does not fit; the message says which."""
 
 
