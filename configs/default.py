@@ -95,6 +95,9 @@ def get_default_config():
   evaluate.bpd_num_images = 0         # 0 = the whole test split
   evaluate.inception_weights = ''     # local copy of clean-fid's Inception file
   evaluate.vlb_num_images = 0         # test images for the DDPM bound; 0 = the whole split
+  evaluate.vlb_variance = 'beta'      # the bound's reverse variance: 'beta' | 'beta_tilde'
+                                      # (Ho et al.'s fixedlarge | fixedsmall), independent of the
+                                      # sampler's; placeholder until measured on digits
   evaluate.bpd_eps = 1e-5             # probability-flow likelihood: start time eps
   evaluate.bpd_rtol = 1e-5            # ... and the ODE solver's tolerances
   evaluate.bpd_atol = 1e-5

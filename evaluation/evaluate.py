@@ -96,7 +96,7 @@ def likelihood_numbers(config, model, sde, score_fn, device, notes):
     else:
       numbers['vlb'], arrays['vlb'], arrays['vlb_terms'] = split_vlb(
           config, model, sde, device=device, generator=generator)
-      numbers['vlb']['variance'] = config.sampling.variance
+      numbers['vlb']['variance'] = config.eval.vlb_variance
   return numbers, arrays
 
 
@@ -132,10 +132,14 @@ def markdown_report(report):
                    f"comparison with the floor): {f['fid_at_floor_size']:.3f}.")
     if 'classifier_test_accuracy' in f:
       lines.append(f"Feature classifier test accuracy: {f['classifier_test_accuracy']:.3f}.")
-  for key, label in (('bpd', 'bits/dim (ODE)'), ('vlb', 'bits/dim (VLB)')):
-    if key in report:
-      r = report[key]
-      lines.append(f"{label}: {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} test images.")
+  if 'bpd' in report:
+    r = report['bpd']
+    lines.append(f"bits/dim (ODE): {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} "
+                 f"test images ({r['method']}).")
+  if 'vlb' in report:
+    r = report['vlb']
+    lines.append(f"bits/dim (VLB): {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} "
+                 f"test images (reverse variance {r['variance']}).")
   lines += [f"Note: {note}" for note in report['notes']]
   return '\n'.join(lines) + '\n'
 
