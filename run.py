@@ -5,7 +5,8 @@
   python run.py --config vp_digits --mode eval
 
 --config takes a name (configs/NAME.py) or a path; --config.a.b=v overrides any field.
---workdir defaults to runs/<config name>. Bad input ends with one line on stderr and exit 1.
+--workdir defaults to runs/<config name>. A bad config or input (utils.errors.ConfigError) ends
+with one line on stderr and exit 1; any other exception is a bug and keeps its traceback.
 """
 import os
 import sys
@@ -17,13 +18,12 @@ from ml_collections import config_flags
 from torchvision.utils import save_image
 
 import sde_lib
-from configs.resolve import UnknownConfig, config_name, resolve_config_argv
-from data import DatasetUnavailable
+from configs.resolve import config_name, resolve_config_argv
 from models import restore_for_inference
 from samplers import draw_samples
 from training.trainer import train
-from utils.checkpoint import CheckpointError
 from utils.device import get_device
+from utils.errors import ConfigError
 from utils.pictures import sample_picture
 from utils.workdir import samples_dir
 
@@ -66,7 +66,7 @@ def main(argv):
     else:
       import evaluation  # lazily: only eval needs clean-fid and the Inception weights
       evaluation.evaluate(config, workdir)
-  except (DatasetUnavailable, CheckpointError, ValueError) as e:
+  except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
@@ -77,7 +77,7 @@ def main(argv):
 def run():
   try:
     argv = resolve_config_argv(sys.argv)
-  except UnknownConfig as e:
+  except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   app.run(main, argv=argv)

@@ -10,6 +10,7 @@ from data.cifar10 import cifar10_dataset
 from data.folder import folder_dataset
 from data.toy2d import toy2d_dataset
 from data.transforms import ImageAugmentation
+from utils.errors import ConfigError
 
 SPLITS = ('train', 'test')
 
@@ -42,13 +43,13 @@ def get_dataset(config, split='train', download=False):
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
   if c.dataset not in DATASETS:
-    raise ValueError(f"unknown data set {c.dataset!r}; choose one of {sorted(DATASETS)}")
+    raise ConfigError(f"unknown data set {c.dataset!r}; choose one of {sorted(DATASETS)}")
   dataset, num_levels = DATASETS[c.dataset](c, split, download)
   if num_levels is None:
     return dataset
   if c.uniform_dequantization and c.num_bins != num_levels:
-    raise ValueError(f"{c.dataset} has {num_levels} grey levels: set config.data.num_bins = "
-                     f"{num_levels} to dequantize it (got {c.num_bins})")
+    raise ConfigError(f"{c.dataset} has {num_levels} grey levels: set config.data.num_bins = "
+                      f"{num_levels} to dequantize it (got {c.num_bins})")
   return ImageAugmentation(dataset, flip=c.random_flip and split == 'train',
                            num_bins=c.num_bins if c.uniform_dequantization else None)
 

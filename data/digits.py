@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
+from utils.errors import ConfigError
+
 NATIVE_SIZE = 8
 NUM_LEVELS = 17
 NUM_TRAIN = 1497
@@ -26,10 +28,10 @@ def split_indices(split, n_total):
 def digits_dataset(split, image_size=NATIVE_SIZE, num_channels=1):
   """(x of shape (1, image_size, image_size) in [0, 1], digit class) items."""
   if image_size % NATIVE_SIZE:
-    raise ValueError(f"digits are {NATIVE_SIZE}x{NATIVE_SIZE}; image_size must be a multiple of "
-                     f"{NATIVE_SIZE}, got {image_size}")
+    raise ConfigError(f"digits are {NATIVE_SIZE}x{NATIVE_SIZE}; image_size must be a multiple of "
+                      f"{NATIVE_SIZE}, got {image_size}")
   if num_channels != 1:
-    raise ValueError(f"digits are grey-scale: num_channels must be 1, got {num_channels}")
+    raise ConfigError(f"digits are grey-scale: num_channels must be 1, got {num_channels}")
   bunch = load_digits()
   images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / (NUM_LEVELS - 1)
   labels = torch.as_tensor(bunch.target, dtype=torch.long)

@@ -3,6 +3,8 @@ import functools
 
 from torchvision import transforms
 
+from utils.errors import ConfigError
+
 MODES = {1: 'L', 3: 'RGB'}
 NUM_LEVELS = 256      # 8-bit images
 
@@ -17,7 +19,7 @@ def pil_to_tensor(image_size, num_channels):
   the 8-bit PIL image, so the result stays on the grid k / 255 that dequantization expects,
   and it is the identity at the native size."""
   if num_channels not in MODES:
-    raise ValueError(f"num_channels must be one of {sorted(MODES)}, got {num_channels}")
+    raise ConfigError(f"num_channels must be one of {sorted(MODES)}, got {num_channels}")
   return transforms.Compose([
       functools.partial(_convert, mode=MODES[num_channels]),
       transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),

@@ -9,6 +9,8 @@ import math
 import torch
 from torch.utils.data import TensorDataset
 
+from utils.errors import ConfigError
+
 SPLIT_SEEDS = {'train': 0, 'test': 1}
 
 
@@ -49,6 +51,6 @@ def toy2d_dataset(split, name, size, radius=4.0, std=0.2, n_modes=8):
       'checkerboard': lambda: sample_checkerboard(size, generator),
   }
   if name not in samplers:
-    raise ValueError(f"unknown toy data set {name!r}; choose one of {sorted(samplers)}")
+    raise ConfigError(f"unknown toy data set {name!r}; choose one of {sorted(samplers)}")
   points, labels = samplers[name]()
   return TensorDataset(points, labels)

@@ -24,6 +24,7 @@ from samplers import get_sampler
 from sde_lib import get_sde
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.device import get_device
+from utils.errors import ConfigError
 from utils.pictures import sample_picture
 from utils.workdir import eval_dir
 
@@ -38,19 +39,19 @@ def parse_sampler_spec(spec, sampling):
   for item in items:
     key, sep, value = (part.strip() for part in item.partition('='))
     if not sep or key not in sampling:
-      raise ValueError(f"bad sampler spec {spec!r}: expected field=value pairs with fields of "
-                       f"config.sampling ({', '.join(sorted(sampling.keys()))})")
+      raise ConfigError(f"bad sampler spec {spec!r}: expected field=value pairs with fields of "
+                        f"config.sampling ({', '.join(sorted(sampling.keys()))})")
     current = sampling[key]
     if isinstance(current, bool):
       if value.lower() not in ('true', 'false'):
-        raise ValueError(f"bad sampler spec {spec!r}: {key} takes true or false, got {value!r}")
+        raise ConfigError(f"bad sampler spec {spec!r}: {key} takes true or false, got {value!r}")
       sampling[key] = value.lower() == 'true'
     else:
       try:
         sampling[key] = type(current)(value)
       except ValueError:
-        raise ValueError(f"bad sampler spec {spec!r}: {key} takes a {type(current).__name__}, "
-                         f"got {value!r}") from None
+        raise ConfigError(f"bad sampler spec {spec!r}: {key} takes a {type(current).__name__}, "
+                          f"got {value!r}") from None
     if key != 'method':
       name.append(f'{key}-{value}')
   return '_'.join([sampling.method] + name), sampling

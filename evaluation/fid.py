@@ -30,6 +30,7 @@ from data import get_eval_dataset
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from evaluation.shards import to_storage
 from utils.atomic import save_npz_atomic
+from utils.errors import ConfigError
 
 INCEPTION_FILE = 'inception-2015-12-05.pt'
 # Where clean-fid's feature_extractor() looks for (and downloads) the Inception weights.
@@ -130,8 +131,8 @@ FEATURE_SPACES = {'cifar10': inception_space, 'folder': inception_space, 'digits
 
 def get_feature_space(config, device):
   if config.data.dataset not in FEATURE_SPACES:
-    raise ValueError(f"no FID feature space for data set {config.data.dataset!r}; "
-                     f"known: {sorted(FEATURE_SPACES)}")
+    raise ConfigError(f"no FID feature space for data set {config.data.dataset!r}; "
+                      f"known: {sorted(FEATURE_SPACES)}")
   return FEATURE_SPACES[config.data.dataset](config, device)
 
 

@@ -106,3 +106,34 @@ def test_torchrun_two_processes_train_in_sync(tmp_path):
   ok(run('--config', 'vp_toy2d', '--workdir', workdir, '--config.device=cpu',
          '--config.training.n_iters=45', '--config.training.snapshot_sampling=False'))
   assert load_checkpoint(os.path.join(workdir, 'checkpoints', 'ckpt_45.pt'))['step'] == 45
+
+
+# run.py with its train() replaced by one that raises the given exception.
+RAISING = """
+import sys
+import run
+from utils.errors import ConfigError
+
+def train(*args, **kwargs):
+  raise {error}
+
+run.train = train
+sys.argv = ['run.py'] + sys.argv[1:]
+run.run()
+"""
+
+
+@pytest.mark.parametrize('error, one_line', [("ConfigError('training.foo is bad')", True),
+                                             ("ValueError('an internal bug')", False)])
+def test_config_errors_are_one_line_and_bugs_keep_their_traceback(error, one_line, tmp_path):
+  """A ConfigError is one line on stderr; a plain ValueError (which run.py used to swallow
+  the same way) is a bug and keeps its traceback."""
+  env = dict(os.environ, OMP_NUM_THREADS='1')
+  result = subprocess.run([sys.executable, '-c', RAISING.format(error=error), '--config', 'vp_toy2d',
+                           '--workdir', str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 1
+  if one_line:
+    assert result.stderr.strip().splitlines() == ['error: training.foo is bad']
+  else:
+    assert 'Traceback (most recent call last)' in result.stderr and 'an internal bug' in result.stderr

@@ -26,6 +26,7 @@ from training.losses import get_loss_fn
 from utils import checkpoint, workdir as layout
 from utils.atomic import atomic_write
 from utils.device import get_device
+from utils.errors import ConfigError
 from utils.pictures import sample_picture
 
 
@@ -86,8 +87,8 @@ class EpochBatches:
                                       shuffle=True, seed=seed, drop_last=True)
     self.per_epoch = len(self.sampler) // batch_size
     if self.per_epoch == 0:
-      raise ValueError(f"the data set has {len(dataset)} items, fewer than one batch of "
-                       f"{batch_size} per process; lower training.batch_size")
+      raise ConfigError(f"the data set has {len(dataset)} items, fewer than one batch of "
+                        f"{batch_size} per process; lower training.batch_size")
 
   def from_step(self, step):
     """Batches for steps step+1, step+2, ... forever."""
@@ -114,8 +115,8 @@ class Trainer:
     self.ddp = Distributed(config.device)
     train = config.training
     if train.batch_size % self.ddp.world_size:
-      raise ValueError(f"training.batch_size {train.batch_size} must divide evenly over "
-                       f"{self.ddp.world_size} processes")
+      raise ConfigError(f"training.batch_size {train.batch_size} must divide evenly over "
+                        f"{self.ddp.world_size} processes")
     torch.manual_seed(config.seed)
     self.sde = sde_lib.get_sde(config)
     self.loss_fn = get_loss_fn(config, self.sde)
