@@ -13,6 +13,7 @@ import data
 from configs.default import get_default_config
 from data.transforms import ImageAugmentation
 from gmm_oracle import ring_mixture as oracle_ring
+from utils.errors import ConfigError
 
 
 def config_for(dataset, **fields):
@@ -134,22 +135,40 @@ def test_dequantized_digits_need_their_17_bins():
 
 # ---- toy 2-D ------------------------------------------------------------------------------
 
-def test_ring_mixture_parameters_match_the_oracle():
-  weights, means, covs = data.ring_mixture(radius=4.0, std=0.2, n_modes=8)
-  oracle = oracle_ring(n_modes=8, radius=4.0, std=0.2)
-  assert torch.allclose(weights, oracle.weights)
-  assert torch.allclose(means, oracle.means, atol=1e-12)
-  assert torch.allclose(covs, oracle.covs)
+# The ring's parameters written out by hand: mode k sits at angle 2 pi k / K on the circle.
+R2 = 2 * math.sqrt(2)
+RING_8_RADIUS_4 = [(4, 0), (R2, R2), (0, 4), (-R2, R2), (-4, 0), (-R2, -R2), (0, -4), (R2, -R2)]
+RING_3_RADIUS_1_5 = [(1.5, 0), (-0.75, 0.75 * math.sqrt(3)), (-0.75, -0.75 * math.sqrt(3))]
+
+
+@pytest.mark.parametrize('radius,std,expected_means', [(4.0, 0.2, RING_8_RADIUS_4),
+                                                       (1.5, 0.05, RING_3_RADIUS_1_5)])
+def test_ring_mixture_parameters_are_the_stated_ring(radius, std, expected_means):
+  """data.ring_mixture against coordinates written out by hand (to float64 rounding, 1e-12):
+  equal weights 1/K, means on the circle of the given radius starting on the x axis and going
+  counter-clockwise, covariances std^2 I. The test oracle must agree, since trainer tests
+  judge samples of the toy data set by it."""
+  n_modes = len(expected_means)
+  weights, means, covs = data.ring_mixture(radius=radius, std=std, n_modes=n_modes)
+  assert torch.equal(weights, torch.full((n_modes,), 1 / n_modes, dtype=torch.float64))
+  assert torch.allclose(means, torch.tensor(expected_means, dtype=torch.float64), rtol=0, atol=1e-12)
+  assert torch.equal(covs, std ** 2 * torch.eye(2, dtype=torch.float64).expand(n_modes, 2, 2))
+  oracle = oracle_ring(n_modes=n_modes, radius=radius, std=std)
+  assert torch.allclose(oracle.means, means, rtol=0, atol=1e-12)
+  assert torch.allclose(oracle.covs, covs) and torch.allclose(oracle.weights, weights)
 
 
 def test_ring_points_have_each_modes_mean_and_covariance():
+  """20000 drawn points against the stated ring (radius 4, std 0.2, 8 modes, the means written
+  out above), not against any code: each point belongs to the nearest written-out mean (modes
+  are 3.1 apart at std 0.2, so no point is ambiguous) and that is the label it came with."""
   radius, std, n_modes, size = 4.0, 0.2, 8, 20_000
   config = config_for('toy2d', toy_name='ring', toy_radius=radius, toy_std=std,
                       toy_modes=n_modes, toy_size=size)
   points, modes = stack(data.get_dataset(config, 'train'))
   assert points.shape == (size, 2) and points.dtype == torch.float32
-  oracle = oracle_ring(n_modes=n_modes, radius=radius, std=std)
-  assert torch.equal(oracle.assign(points), modes)   # modes 1.5 apart at 0.2 std: no overlap
+  expected = torch.tensor(RING_8_RADIUS_4, dtype=torch.float64)
+  assert torch.equal(torch.cdist(points.double(), expected).argmin(1), modes)
   for k in range(n_modes):
     x = points[modes == k].double()
     n = len(x)
@@ -157,9 +176,9 @@ def test_ring_points_have_each_modes_mean_and_covariance():
     assert abs(n / size - 1 / n_modes) < 5 * math.sqrt((1 / n_modes) * (1 - 1 / n_modes) / size)
     # Sample mean: std sigma/sqrt(n); sample variance: std sigma^2 sqrt(2/n); covariance:
     # std sigma^2/sqrt(n). All checked at 5 std.
-    assert torch.allclose(x.mean(0), oracle.means[k], atol=5 * std / math.sqrt(n))
+    assert torch.allclose(x.mean(0), expected[k], rtol=0, atol=5 * std / math.sqrt(n))
     cov = torch.cov(x.T)
-    assert torch.allclose(cov.diagonal(), oracle.covs[k].diagonal(),
+    assert torch.allclose(cov.diagonal(), torch.full((2,), std ** 2, dtype=torch.float64), rtol=0,
                           atol=5 * std ** 2 * math.sqrt(2 / n))
     assert abs(cov[0, 1]) < 5 * std ** 2 / math.sqrt(n)
 
@@ -194,7 +213,7 @@ def test_missing_cifar10_names_the_file_to_place(tmp_path):
   message = str(error.value)
   assert 'cifar-10-python.tar.gz' in message and str(tmp_path) in message
   assert 'cifar-10-batches-py' in message
-  assert isinstance(error.value, RuntimeError)
+  assert isinstance(error.value, ConfigError)   # run.py prints it as one line
   (tmp_path / 'cifar-10-python.tar.gz').write_bytes(b'not an archive')
   with pytest.raises(data.DatasetUnavailable, match='unreadable'):
     data.get_dataset(config, 'test')
