@@ -5,9 +5,10 @@
   L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)),    x_t ~ q(x_t | x_0),
   L_0     = -log p(x_0 | x_1), a Gaussian discretized over the pixel bins (sec. 3.3),
 where p(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I), mu_theta = (x_t - beta_t / sqrt(1 - abar_t)
-eps_theta(x_t, t)) / sqrt(alpha_t) (eq. 11), and sigma_t^2 = beta_t or beta-tilde_t. Every
-L_{t-1} is estimated with its own draw of x_t, as Ho et al. do. Chain step i = 0..N-1 of
-`sde` (its arrays `discrete_betas`, `alphas_cumprod`, `posterior_*`) is DDPM's t = i + 1, so
+eps_theta(x_t, t)) / sqrt(alpha_t) (eq. 11), and sigma_t^2 is Ho et al.'s 'fixedlarge' or
+'fixedsmall' choice (`reverse_variances`). Every L_{t-1} is estimated with its own draw of
+x_t, as Ho et al. do. Chain step i = 0..N-1 of `sde` (its arrays `discrete_betas`,
+`alphas_cumprod`, `posterior_*`, at time sde.chain_time(i)) is DDPM's t = i + 1, so
 `terms[:, i]` is L_i: terms[:, 0] the decoder, terms[:, i >= 1] the KL terms.
 """
 import dataclasses
@@ -18,6 +19,7 @@ from torch import special
 from tqdm.auto import tqdm
 
 from models.score_fn import PARAMETERIZATIONS, get_model_fn
+from utils.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -59,31 +61,27 @@ def discretized_gaussian_log_prob(x0, mean, std, num_bins, data_range=(-1.0, 1.0
 
 
 def reverse_variances(sde, variance):
-  """sigma_t^2 of p(x_{t-1} | x_t) per chain step: beta_t or beta-tilde_t (Ho et al. sec. 3.2).
-  beta-tilde_1 = 0, so the decoder then uses beta-tilde_2, as Ho et al.'s code clips it."""
-  if variance == 'beta':
-    return sde.discrete_betas
-  if variance == 'beta_tilde':
-    clipped = sde.posterior_variance.clone()
-    clipped[0] = sde.posterior_variance[1]
-    return clipped
-  raise ValueError(f"unknown reverse variance {variance!r}; choose 'beta_tilde' or 'beta'")
+  """sigma_t^2 of p(x_{t-1} | x_t) per chain step (Ho et al. sec. 3.2 and their code):
+  'beta' is 'fixedlarge', beta_t for t >= 2; 'beta_tilde' is 'fixedsmall', beta-tilde_t.
+  At t = 1 (the decoder) beta-tilde_1 = 0, so both use beta-tilde_2, as Ho et al. do."""
+  choices = {'beta': sde.discrete_betas, 'beta_tilde': sde.posterior_variance}
+  if variance not in choices:
+    raise ConfigError(f"unknown reverse variance {variance!r}; choose one of {sorted(choices)}")
+  return torch.cat([sde.posterior_variance[1:2], choices[variance][1:]])
 
 
 def chain_eps_fn(sde, model, continuous=True, parameterization='eps'):
-  """eps_theta(x, i) at chain step i from a network: a discrete-time network sees the step i
-  itself, a continuous-time one is queried at the chain's time t_i = (i + 1) / N * T."""
+  """eps_theta(x, i) at chain step i from a network queried at the step's time
+  t_i = sde.chain_time(i): a discrete-time network then sees the step i itself."""
   if parameterization not in PARAMETERIZATIONS:
-    raise ValueError(f"unknown parameterization {parameterization!r}; "
-                     f"choose one of {sorted(PARAMETERIZATIONS)}")
+    raise ConfigError(f"unknown parameterization {parameterization!r}; "
+                      f"choose one of {sorted(PARAMETERIZATIONS)}")
   model_fn = get_model_fn(sde, model, continuous)
   # An eps network outputs eps; a 'score' network outputs std * score = -eps.
   sign = -PARAMETERIZATIONS[parameterization]
 
   def eps_fn(x, index):
-    step = index.to(x.dtype)
-    t = (step + 1) / sde.N * sde.T if continuous else step / (sde.N - 1) * sde.T
-    return sign * model_fn(x, t)[0]
+    return sign * model_fn(x, sde.chain_time(index).to(x.dtype))[0]
 
   return eps_fn
 

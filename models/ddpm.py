@@ -14,6 +14,7 @@ from torch import nn
 
 from models.layers import (AttnBlock, Downsample, ResnetBlock, SinusoidalEmbedding, Upsample,
                            check_labels, conv3x3, group_norm, linear)
+from utils.errors import ConfigError
 
 
 class DDPM(nn.Module):
@@ -32,7 +33,7 @@ class DDPM(nn.Module):
     super().__init__()
     num_levels = len(ch_mult)
     if image_size % 2 ** (num_levels - 1):
-      raise ValueError(f"image_size {image_size} must be divisible by 2^{num_levels - 1} "
+      raise ConfigError(f"image_size {image_size} must be divisible by 2^{num_levels - 1} "
                        f"for {num_levels} resolution levels")
     temb_dim = 4 * nf
     self.image_size = image_size

@@ -9,6 +9,8 @@ averaged with the random initialization, which at decay 0.9999 would still weigh
 import torch
 from torch import nn
 
+from utils.errors import ConfigError
+
 
 def _named_params(model_or_params):
   """name -> parameter for a module (its parameter names) or an iterable ('0', '1', ...)."""
@@ -23,7 +25,7 @@ class ExponentialMovingAverage:
 
   def __init__(self, model_or_params, decay, warmup=True):
     if not 0.0 <= decay <= 1.0:
-      raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
+      raise ConfigError(f"EMA decay must lie in [0, 1], got {decay}")
     self.decay = decay
     self.warmup = warmup
     self.num_updates = 0

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.errors import ConfigError
+
 
 def default_init_(layer, scale=1.0):
   """Ho et al.'s init: variance scaling (fan_avg, uniform), i.e. Xavier-uniform with gain
@@ -28,7 +30,7 @@ def group_norm(channels, num_groups=32):
   """GroupNorm with min(num_groups, channels) groups, which must divide `channels`."""
   groups = min(num_groups, channels)
   if channels % groups:
-    raise ValueError(f"GroupNorm: {groups} groups do not divide {channels} channels; "
+    raise ConfigError(f"GroupNorm: {groups} groups do not divide {channels} channels; "
                      f"choose num_groups dividing every channel count of the network")
   return nn.GroupNorm(groups, channels, eps=1e-6)
 
@@ -47,7 +49,7 @@ class SinusoidalEmbedding(nn.Module):
   def __init__(self, dim, max_period=10_000.0):
     super().__init__()
     if dim % 2 or dim < 4:
-      raise ValueError(f"the sinusoidal embedding needs an even dim >= 4, got {dim}")
+      raise ConfigError(f"the sinusoidal embedding needs an even dim >= 4, got {dim}")
     self.dim = dim
     self.max_period = max_period
 

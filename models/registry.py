@@ -1,6 +1,7 @@
 """get_model(config): the one place where config fields become network arguments."""
 from models.ddpm import DDPM
 from models.mlp import MLP
+from utils.errors import ConfigError
 
 
 def _ddpm(config):
@@ -21,5 +22,5 @@ def get_model(config):
   """The network named by `config.model.name`, on the CPU (callers move it)."""
   name = config.model.name
   if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
   return MODELS[name](config)

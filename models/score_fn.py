@@ -5,20 +5,25 @@ score(x, t) = -eps_theta(x, t) / s(t), i.e. -eps / sqrt(1 - alphabar_t) for the 
 A 'score' parameterization (score_sde's VE models) outputs s(t) * score instead.
 """
 from sde_lib import batch_broadcast
+from utils.errors import ConfigError
 
 PARAMETERIZATIONS = {'eps': -1.0, 'score': 1.0}
 
 
 def get_model_fn(sde, model, continuous=True):
-  """model_fn(x, t) -> network output. The network sees t * (N - 1) (continuous) or the
-  integer chain step round(t * (N - 1)) as DDPM does; its std is the matching s(t)."""
+  """model_fn(x, t) -> (network output, std of x at t).
+
+  A continuous-time network sees the label t (N - 1) / T (score_sde's convention) and the
+  marginal std s(t); a discrete-time one the integer chain step i = sde.chain_index(t) as DDPM
+  does (i = 999 at t = T for N = 1000) and the chain's std s_i.
+  """
 
   def model_fn(x, t):
     if continuous:
       labels, std = t * (sde.N - 1) / sde.T, sde.marginal_std(t)
     else:
-      index = sde.discrete_index(t)
-      labels, std = index.float(), sde.chain_std(index)
+      index = sde.chain_index(t)
+      labels, std = index.to(t.dtype), sde.chain_std(index)
     return model(x, labels), std
 
   return model_fn
@@ -27,7 +32,7 @@ def get_model_fn(sde, model, continuous=True):
 def get_score_fn(sde, model, continuous=True, parameterization='eps'):
   """score_fn(x, t) = sign * model(x, label(t)) / std(t), sign = -1 for eps-prediction."""
   if parameterization not in PARAMETERIZATIONS:
-    raise ValueError(f"unknown parameterization {parameterization!r}; "
+    raise ConfigError(f"unknown parameterization {parameterization!r}; "
                      f"choose one of {sorted(PARAMETERIZATIONS)}")
   sign = PARAMETERIZATIONS[parameterization]
   model_fn = get_model_fn(sde, model, continuous)

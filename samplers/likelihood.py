@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from torchdiffeq import odeint
 
+from utils.errors import ConfigError
+
 
 @dataclasses.dataclass
 class LikelihoodResult:
@@ -88,10 +90,10 @@ def likelihood(score_fn, sde, x, eps=1e-5, rtol=1e-5, atol=1e-5, method='dopri5'
   n_probes random probes are averaged (ignored for 'exact'). Returns a LikelihoodResult.
   """
   if hutchinson not in DIVERGENCE_ESTIMATORS:
-    raise ValueError(f"unknown divergence estimator {hutchinson!r}; "
+    raise ConfigError(f"unknown divergence estimator {hutchinson!r}; "
                      f"choose one of {sorted(DIVERGENCE_ESTIMATORS)}")
   if n_probes < 1:
-    raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    raise ConfigError(f"n_probes must be >= 1, got {n_probes}")
   make_probes, reduce = DIVERGENCE_ESTIMATORS[hutchinson]
   probes = make_probes(n_probes, x, generator)
   flow = sde.reverse(score_fn, probability_flow=True)

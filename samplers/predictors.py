@@ -4,6 +4,7 @@ Each takes the noise z ~ N(0, I) from its caller (so tests can drive two algorit
 noise) and returns (x_s, mean of x_s), the mean being the step without noise.
 """
 from sde_lib import batch_broadcast
+from utils.errors import ConfigError
 
 
 def euler_maruyama(sde, score_fn, x, t, s, z):
@@ -27,11 +28,12 @@ def get_ancestral(variance='beta_tilde'):
   x_s ~ q(x_s | x_t, x0_hat), x0_hat = (x_t + s_t^2 score) / m_t.  With the transition
   x_t = a x_s + sigma z the posterior mean is (a s_s^2 x_t + m_s sigma^2 x0_hat) / s_t^2 and its
   variance sigma^2 s_s^2 / s_t^2 (beta-tilde); 'beta' uses sigma^2 instead (Ho et al. sec. 3.2).
-  For the VP-SDE this is Ho et al. eq. 11 on the chain alphabar_i = alphabar(t_i); for the VE-SDE
-  it is SMLD's ancestral step.
+  On a DiscreteChain (a discrete-time model) this is Ho et al.'s Algorithm 2 / eq. 11 with the
+  chain's alphas_cumprod (VP) or SMLD's ancestral step on its sigmas (VE); on the SDE itself the
+  same step uses the continuous alphabar(t) at the grid's times.
   """
   if variance not in ('beta_tilde', 'beta'):
-    raise ValueError(f"unknown ancestral variance {variance!r}; choose 'beta_tilde' or 'beta'")
+    raise ConfigError(f"unknown ancestral variance {variance!r}; choose 'beta_tilde' or 'beta'")
 
   def ancestral(sde, score_fn, x, t, s, z):
     std_t = sde.marginal_std(t)

@@ -1,10 +1,12 @@
 """SDEs of score-based generative modelling: VP (with the DDPM chain), sub-VP and VE."""
 from sde_lib.base import SDE, ReverseSDE, batch_broadcast
+from sde_lib.chain import DiscreteChain
 from sde_lib.subvp import SubVPSDE
 from sde_lib.ve import VESDE
 from sde_lib.vp import VPSDE
+from utils.errors import ConfigError
 
-__all__ = ['SDE', 'ReverseSDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'batch_broadcast', 'get_sde']
+__all__ = ['SDE', 'DiscreteChain', 'ReverseSDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'batch_broadcast', 'get_sde']
 
 
 def get_sde(config):
@@ -16,5 +18,5 @@ def get_sde(config):
       'vesde': lambda: VESDE(c.sigma_min, c.sigma_max, c.num_scales),
   }
   if c.name not in builders:
-    raise ValueError(f"unknown SDE {c.name!r}; choose one of {sorted(builders)}")
+    raise ConfigError(f"unknown SDE {c.name!r}; choose one of {sorted(builders)}")
   return builders[c.name]()

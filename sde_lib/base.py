@@ -10,10 +10,13 @@ import math
 
 import torch
 
+from utils.errors import ConfigError
+
 
 def batch_broadcast(v, x):
-  """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, ...]."""
-  return v.reshape(-1, *([1] * (x.dim() - 1)))
+  """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, ...], in x's
+  dtype (coefficients computed in float64, like the DDPM chain's, do not promote x)."""
+  return v.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
 
 
 class SDE(abc.ABC):
@@ -49,17 +52,32 @@ class SDE(abc.ABC):
     mean_coeff, std = self.marginal_coeffs(t)
     return (x + batch_broadcast(std ** 2, x) * score) / batch_broadcast(mean_coeff, x)
 
-  def discrete_index(self, t):
-    """The chain step a time t in [0, T] falls on: round(t / T * (N - 1)) (DDPM's integer t)."""
-    return torch.round(t / self.T * (self.N - 1)).long()
+  # The one map between chain step i in {0..N-1} and time. Losses, the discrete-time score
+  # wrapper, the chain sampler and the VLB all go through it.
+  def chain_time(self, index):
+    """t_i = (i + 1) T / N: step N - 1 is at T and step 0 one step above the data, so for the
+    VP-SDE alphabar_i of the DDPM chain sits at t_i (Ho et al.'s t = i + 1 of 1..N)."""
+    return (index + 1) * (self.T / self.N)
+
+  def chain_index(self, t):
+    """The chain step nearest to time t: round(t N / T) - 1, clamped to {0..N-1}."""
+    return (torch.round(t * (self.N / self.T)) - 1).long().clamp(0, self.N - 1)
 
   def chain_coeffs(self, index):
-    """m and s of x at chain step `index`: the marginal at its time index / (N - 1) T
-    (the VP-SDE overrides this with its DDPM chain; for the VE-SDE these are SMLD's sigmas)."""
-    return self.marginal_coeffs(index.float() / (self.N - 1) * self.T)
+    """m_i and s_i of x at chain step i: the marginal at its time t_i (the VP-SDE overrides
+    this with its DDPM chain)."""
+    return self.marginal_coeffs(self.chain_time(index).double())
 
   def chain_std(self, index):
     return self.chain_coeffs(index)[1]
+
+  def time_grid(self, steps, eps, device=None):
+    """Sampling times t_0 = T > ... > t_{K-1} = eps (K = steps, the score is evaluated there),
+    then t_K = 0, where the last step lands."""
+    if steps < 1:
+      raise ConfigError(f"sampling.steps must be >= 1, got {steps}")
+    ts = torch.linspace(self.T, eps, steps, device=device) if steps > 1 else torch.full((1,), self.T, device=device)
+    return torch.cat([ts, torch.zeros(1, device=device)])
 
   def prior_sampling(self, shape, generator=None, device='cpu'):
     return self.prior_std() * torch.randn(*shape, generator=generator, device=device)

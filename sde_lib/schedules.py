@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from utils.errors import ConfigError
+
 
 class LinearSchedule:
   """beta(t) = beta_min + t (beta_max - beta_min) (Song et al. 2021; DDPM's 1e-4..0.02 x N)."""
@@ -55,11 +57,9 @@ class CosineSchedule:
     return (smooth + self.beta_cap * torch.clamp(t - self.t_cap, min=0)).to(dtype)
 
 
-
-
 def get_schedule(name, beta_min=0.1, beta_max=20.0):
   if name == 'linear':
     return LinearSchedule(beta_min, beta_max)
   if name == 'cosine':
     return CosineSchedule()
-  raise ValueError(f"unknown beta schedule {name!r}; choose 'linear' or 'cosine'")
+  raise ConfigError(f"unknown beta schedule {name!r}; choose 'linear' or 'cosine'")

@@ -9,8 +9,8 @@ from sde_lib.base import SDE, batch_broadcast
 class VESDE(SDE):
   """dx = sqrt(d sigma^2(t)/dt) dw, sigma(t) = sigma_min (sigma_max/sigma_min)^t; x_t = x_0 + sigma(t) z.
 
-  Its chain is SMLD's geometric noise levels `discrete_sigmas`
-  (sigma_min..sigma_max, N of them).
+  Its chain is SMLD's geometric noise levels `discrete_sigmas` (sigma_min..sigma_max, N of
+  them), so chain step i sits at t_i = i T / (N - 1), where sigma(t_i) = sigma_i.
   """
 
   def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
@@ -18,6 +18,12 @@ class VESDE(SDE):
     self.sigma_min = sigma_min   # sigma(0)
     self.sigma_max = sigma_max   # sigma(1)
     self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), N))
+
+  def chain_time(self, index):
+    return index * (self.T / (self.N - 1))
+
+  def chain_index(self, t):
+    return torch.round(t * ((self.N - 1) / self.T)).long().clamp(0, self.N - 1)
 
   def sigma(self, t):
     return self.sigma_min * (self.sigma_max / self.sigma_min) ** t

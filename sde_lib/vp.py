@@ -8,9 +8,10 @@ from sde_lib.schedules import get_schedule
 class VPSDE(SDE):
   """dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw;  x_t = sqrt(alphabar(t)) x_0 + sqrt(1 - alphabar(t)) z.
 
-  The N-step chain (`discrete_betas`, `alphas`, `alphas_cumprod`, posterior coefficients)
-  is DDPM's: for the linear schedule beta_i = linspace(beta_min/N, beta_max/N, N), i.e.
-  1e-4..0.02 for N = 1000, with chain step i (0-based) at time t = (i+1)/N. Those betas are
+  The N-step chain (`discrete_betas`, `alphas`, `alphas_cumprod`, posterior coefficients,
+  float64) is DDPM's: for the linear schedule beta_i = linspace(beta_min/N, beta_max/N, N),
+  i.e. 1e-4..0.02 for N = 1000, with chain step i (0-based) at time t_i = (i+1)/N
+  (`chain_time`). Those betas are
   the Euler step beta(t) dt of the SDE and exceed 1 when beta_max >= N; for such few-step
   chains, and for the cosine schedule, beta_i = 1 - alphabar(t_i)/alphabar(t_{i-1}) is
   derived from the continuous schedule (clipped at 0.999 as Nichol & Dhariwal do).
@@ -22,19 +23,20 @@ class VPSDE(SDE):
     self.beta_max = beta_max    # beta(1)
     self.schedule_name = schedule
     self.schedule = get_schedule(schedule, beta_min, beta_max)
-    # Chain constants are computed in float64 and stored in float32.
+    # Chain constants in float64: differences such as 1 - alphabar_1 / alphabar_0 = beta_1 (1e-4)
+    # lose three digits in float32. Users cast them to their data's dtype.
     betas = self._chain_betas()
     alphas = 1.0 - betas
     abar = torch.cumprod(alphas, 0)
     abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-    self.discrete_betas, self.alphas = betas.float(), alphas.float()
-    self.alphas_cumprod, self.alphas_cumprod_prev = abar.float(), abar_prev.float()
-    self.sqrt_alphas_cumprod = abar.sqrt().float()
-    self.sqrt_1m_alphas_cumprod = (1.0 - abar).sqrt().float()
+    self.discrete_betas, self.alphas = betas, alphas
+    self.alphas_cumprod, self.alphas_cumprod_prev = abar, abar_prev
+    self.sqrt_alphas_cumprod = abar.sqrt()
+    self.sqrt_1m_alphas_cumprod = (1.0 - abar).sqrt()
     # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t) (Ho et al. eqs. 6-7).
-    self.posterior_mean_coef1 = (betas * abar_prev.sqrt() / (1.0 - abar)).float()
-    self.posterior_mean_coef2 = ((1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar)).float()
-    self.posterior_variance = (betas * (1.0 - abar_prev) / (1.0 - abar)).float()
+    self.posterior_mean_coef1 = betas * abar_prev.sqrt() / (1.0 - abar)
+    self.posterior_mean_coef2 = (1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar)
+    self.posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
 
   def _chain_betas(self):
     N = self.N
@@ -59,7 +61,7 @@ class VPSDE(SDE):
     return torch.exp(0.5 * log_abar), (-torch.expm1(log_abar)).clamp(min=0).sqrt()
 
   def chain_coeffs(self, index):
-    """sqrt(alphabar_i) and sqrt(1 - alphabar_i) of the DDPM chain."""
+    """sqrt(alphabar_i) and sqrt(1 - alphabar_i) of the DDPM chain (float64)."""
     return (self.sqrt_alphas_cumprod.to(index.device)[index],
             self.sqrt_1m_alphas_cumprod.to(index.device)[index])
 

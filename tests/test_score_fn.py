@@ -27,6 +27,7 @@ class OracleEps(torch.nn.Module):
       m = (1 - s ** 2).sqrt()           # VP chain: m^2 + s^2 = 1
     var = (m ** 2 * SIGMA0 ** 2 + s ** 2)[:, None]
     eps = s[:, None] * x / var
+    eps = eps.to(x.dtype)
     return eps if self.output == 'eps' else -eps   # 'score': s(t) * score = -eps
 
 
@@ -44,14 +45,17 @@ def test_continuous_score_of_oracle_network_is_the_exact_score(sde, parameteriza
 
 
 def test_discrete_score_uses_ddpm_integer_steps_and_chain_std():
+  """Chain step i sits at t_i = (i + 1) / N: DDPM's t = i + 1 of 1..1000, whose alphabar is
+  Ho et al.'s cumprod(1 - linspace(1e-4, 0.02, 1000))[i] (computed here, float64)."""
   sde = VPSDE()
   model = OracleEps(sde, continuous=False)
   score_fn = get_score_fn(sde, model, continuous=False)
-  t = torch.tensor([0.0, 0.5, 1.0])
-  x = torch.randn(3, 4)
+  t = torch.tensor([1e-3, 2e-3, 0.5, 0.9995, 1.0, 1e-5])
+  x = torch.randn(6, 4)
   out = score_fn(x, t)
-  assert model.labels.tolist() == [0.0, 500.0, 999.0]   # round(t * 999)
-  abar = sde.alphas_cumprod[model.labels.long()]
+  assert model.labels.tolist() == [0.0, 1.0, 499.0, 999.0, 999.0, 0.0]   # round(t N) - 1, clamped
+  ho_abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+  abar = ho_abar[model.labels.long()].float()
   exact = -x / (abar * SIGMA0 ** 2 + 1 - abar)[:, None]
   assert torch.allclose(out, exact, rtol=1e-5)
 

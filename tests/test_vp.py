@@ -13,7 +13,7 @@ def test_ddpm_chain_is_ho_et_al():
   assert sde.discrete_betas[0].item() == pytest.approx(1e-4, rel=1e-6)
   assert sde.discrete_betas[-1].item() == pytest.approx(0.02, rel=1e-6)
   assert torch.allclose(sde.discrete_betas[1:] - sde.discrete_betas[:-1],
-                        torch.full((999,), (0.02 - 1e-4) / 999), atol=1e-9)
+                        torch.full((999,), (0.02 - 1e-4) / 999, dtype=torch.float64), atol=1e-12)
   # alphabar_T of DDPM's chain is 4.04e-5 (product computed independently in float64).
   expected = torch.prod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)).item()
   assert sde.alphas_cumprod[-1].item() == pytest.approx(expected, rel=1e-4)

@@ -13,6 +13,7 @@ import torch
 
 from models import get_score_fn
 from sde_lib import batch_broadcast
+from utils.errors import ConfigError
 
 
 def continuous_times(sde, n, eps, device, generator=None):
@@ -23,11 +24,12 @@ def continuous_times(sde, n, eps, device, generator=None):
 
 
 def chain_times(sde, n, eps, device, generator=None):
-  """A uniform chain step i in {0..N-1}, its time label t = i T / (N - 1) and the chain's
+  """A uniform chain step i in {0..N-1}, its time t_i = sde.chain_time(i) and the chain's
   (m_i, s_i): DDPM's (sqrt(abar_i), sqrt(1 - abar_i)) on the VP-SDE, SMLD's (1, sigma_i) on the VE."""
   index = torch.randint(sde.N, (n,), device=device, generator=generator)
-  mean_coeff, std = sde.chain_coeffs(index)
-  return index.float() * sde.T / (sde.N - 1), mean_coeff, std
+  dtype = torch.get_default_dtype()
+  mean_coeff, std = (c.to(dtype) for c in sde.chain_coeffs(index))
+  return sde.chain_time(index).to(dtype), mean_coeff, std
 
 
 def dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean):
@@ -49,10 +51,10 @@ def _time_sampler(config):
     return (continuous_times, True) if train.continuous else (chain_times, False)
   if train.loss == 'ddpm':
     if config.sde.name != 'vpsde' or train.continuous:
-      raise ValueError("training.loss='ddpm' (L_simple) walks the VP-SDE's DDPM chain: "
+      raise ConfigError("training.loss='ddpm' (L_simple) walks the VP-SDE's DDPM chain: "
                        "set sde.name='vpsde' and training.continuous=False")
     return chain_times, False
-  raise ValueError(f"unknown training.loss {train.loss!r}; choose 'dsm' or 'ddpm'")
+  raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm' or 'ddpm'")
 
 
 def get_loss_fn(config, sde):
@@ -63,7 +65,7 @@ def get_loss_fn(config, sde):
   times, continuous = _time_sampler(config)
   train = config.training
   if train.likelihood_weighting and not continuous:
-    raise ValueError("likelihood_weighting weights by g(t)^2 and needs training.continuous=True")
+    raise ConfigError("likelihood_weighting weights by g(t)^2 and needs training.continuous=True")
 
   def loss_fn(model, x0, generator=None):
     score_fn = get_score_fn(sde, model, continuous, config.model.parameterization)
