@@ -8,7 +8,6 @@ repeats each pixel (nearest-neighbour upsampling), which keeps the 17 levels.
 """
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
 from utils.errors import ConfigError
@@ -32,6 +31,7 @@ def digits_dataset(split, image_size=NATIVE_SIZE, num_channels=1):
                       f"{NATIVE_SIZE}, got {image_size}")
   if num_channels != 1:
     raise ConfigError(f"digits are grey-scale: num_channels must be 1, got {num_channels}")
+  from sklearn.datasets import load_digits   # here: scikit-learn takes seconds to import
   bunch = load_digits()
   images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / (NUM_LEVELS - 1)
   labels = torch.as_tensor(bunch.target, dtype=torch.long)
