@@ -94,6 +94,8 @@ def get_default_config():
   evaluate.batch_size = 500
   evaluate.bpd_num_images = 0         # 0 = the whole test split
   evaluate.inception_weights = ''     # local copy of clean-fid's Inception file
+  evaluate.fid_mode = 'clean'         # clean-fid mode for Inception features: 'clean' (Parmar et al.
+                                      # 2022) | 'legacy_tensorflow' (comparable with the papers' FID)
   evaluate.vlb_num_images = 0         # test images for the DDPM bound; 0 = the whole split
   evaluate.vlb_variance = 'beta'      # the bound's reverse variance: 'beta' | 'beta_tilde'
                                       # (Ho et al.'s fixedlarge | fixedsmall), independent of the

@@ -124,8 +124,9 @@ def markdown_report(report):
            '', table([report]), '']
   if 'fid' in report:
     f = report['fid']
-    lines.append(f"FID: Frechet distance in the {f['feature_space']} feature space to {f['reference']}, "
-                 f"{f['num_samples']} samples.")
+    mode = f" (clean-fid mode {f['fid_mode']})" if f.get('fid_mode') else ''
+    lines.append(f"FID: Frechet distance in the {f['feature_space']} feature space{mode} to "
+                 f"{f['reference']}, {f['num_samples']} samples.")
     if 'train_test_floor' in f:
       lines.append(f"Floor (train vs test split, same features): {f['train_test_floor']:.3f}.")
     if 'fid_at_floor_size' in f:

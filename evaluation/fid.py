@@ -1,7 +1,13 @@
 """Frechet distances between samples and data in a feature space (FID, Heusel et al. 2017).
 
-Features are extracted with clean-fid (Parmar et al. 2022): its 'clean' resizing and its
-Inception network for natural images (CIFAR-10, image folders). Where Inception means nothing
+Features are extracted with clean-fid (Parmar et al. 2022) and its Inception network for
+natural images (CIFAR-10, image folders), in the clean-fid mode config.eval.fid_mode:
+  clean:             PIL bicubic resizing to 299x299 outside the network (clean-fid's own FID);
+  legacy_tensorflow: the network resizes inside, as TensorFlow's FID code did, so the numbers
+                     compare with the papers' (Ho et al., Song et al.: 50k samples against the
+                     CIFAR-10 train statistics, which clean-fid publishes for each mode).
+clean-fid's third mode, legacy_pytorch, uses another network (pytorch-fid's weights, fetched by
+torch.hub), which this project does not load; it is refused. Where Inception means nothing
 there is a documented substitute, with the distance between the train and test splits
 reported as the floor a perfect model would reach:
   digits: the hidden layer of a small classifier trained by the project on the train split
@@ -9,9 +15,9 @@ reported as the floor a perfect model would reach:
   toy2d:  the 2-D points themselves.
 The Frechet distance of finite samples is biased upwards by roughly 1/N, so the floor (the
 test split's N: 300 digits, 20,000 points) is comparable to a score from a similar N.
-The reference statistics are clean-fid's published CIFAR-10 train statistics when their file
-is on disk, otherwise computed once from the local train split and cached under
-`<config.data.root>/fid_stats/`.
+The reference statistics are clean-fid's published CIFAR-10 statistics for the mode when their
+file is on disk, otherwise computed once from the local train split and cached under
+`<config.data.root>/fid_stats/` (the file name carries the mode).
 """
 import dataclasses
 import os
@@ -36,6 +42,7 @@ INCEPTION_FILE = 'inception-2015-12-05.pt'
 # Where clean-fid's feature_extractor() looks for (and downloads) the Inception weights.
 CLEANFID_WEIGHTS_DIR = './' if platform.system() == 'Windows' else '/tmp'
 CLEANFID_STATS_DIR = os.path.join(os.path.dirname(cleanfid.__file__), 'stats')
+FID_MODES = ('clean', 'legacy_tensorflow')
 
 
 class InceptionUnavailable(RuntimeError):
@@ -73,7 +80,8 @@ def feature_statistics(features):
 class FeatureSpace:
   name: str
   model_fn: Optional[Callable]   # clean-fid extractor: [B, C, H, W] in [0, 255] -> [B, F]; None: raw points
-  resize: Optional[Callable]     # per-image [H, W, C] resize for clean-fid; None: its 'clean' 299x299
+  resize: Optional[Callable]     # per-image [H, W, C] resize for clean-fid; None: the mode's own
+  mode: Optional[str]            # clean-fid mode of Inception features; None where none applies
   channels: Optional[int]        # grey images are repeated to this many channels
   floor: bool                    # also report the train-vs-test distance
   info: dict                     # reported with the distance
@@ -102,26 +110,39 @@ def inception_weights_dir(config):
   return CLEANFID_WEIGHTS_DIR
 
 
+def fid_mode(config):
+  """config.eval.fid_mode, checked."""
+  mode = config.eval.fid_mode
+  if mode not in FID_MODES:
+    raise ConfigError(f"eval.fid_mode {mode!r} is not supported; choose one of {list(FID_MODES)} "
+                      f"(legacy_tensorflow gives numbers comparable with the papers' FID)")
+  return mode
+
+
 def inception_space(config, device):
+  mode = fid_mode(config)
   weights_dir = inception_weights_dir(config)
   try:
-    model = InceptionV3W(weights_dir, download=False).to(device).eval()
+    # legacy_tensorflow: the TorchScript network's own TF-style resize of the unresized images.
+    model = InceptionV3W(weights_dir, download=False,
+                         resize_inside=mode == 'legacy_tensorflow').to(device).eval()
   except (RuntimeError, ValueError) as e:
     path = os.path.join(weights_dir, INCEPTION_FILE)
     raise InceptionUnavailable(f"FID skipped: {path} could not be loaded as clean-fid's TorchScript "
                                f"Inception ({type(e).__name__}); replace it with {inception_url}") from None
-  return FeatureSpace('inception', model, resize=None, channels=3, floor=False, info={})
+  return FeatureSpace('inception', model, resize=None, mode=mode, channels=3, floor=False,
+                      info={'fid_mode': mode})
 
 
 def digits_space(config, device):
   classifier, accuracy = load_or_train_digits_classifier(config.data.root, device)
   return FeatureSpace('digits_classifier', lambda x: classifier.features(x / 255),
-                      resize=lambda image: image, channels=None, floor=True,
+                      resize=lambda image: image, mode=None, channels=None, floor=True,
                       info={'classifier_test_accuracy': accuracy})
 
 
 def points_space(config, device):
-  return FeatureSpace('points', None, resize=None, channels=None, floor=True, info={})
+  return FeatureSpace('points', None, resize=None, mode=None, channels=None, floor=True, info={})
 
 
 # data set -> feature space builder(config, device)
@@ -130,6 +151,8 @@ FEATURE_SPACES = {'cifar10': inception_space, 'folder': inception_space, 'digits
 
 
 def get_feature_space(config, device):
+  """The data set's feature space; a ConfigError for a bad eval.fid_mode whatever the space."""
+  fid_mode(config)
   if config.data.dataset not in FEATURE_SPACES:
     raise ConfigError(f"no FID feature space for data set {config.data.dataset!r}; "
                       f"known: {sorted(FEATURE_SPACES)}")
@@ -154,7 +177,7 @@ def extract_features(space, samples, batch_size=100, device='cpu', desc='feature
     return chunk.repeat(repeats, 1, 1, 1)[:batch_size]
 
   features = cleanfid_fid.get_model_features(
-      replay, space.model_fn, mode='clean', z_dim=1, num_gen=len(images), batch_size=batch_size,
+      replay, space.model_fn, mode=space.mode or 'clean', z_dim=1, num_gen=len(images), batch_size=batch_size,
       device=torch.device(device), desc=desc, custom_fn_resize=space.resize)
   return features.astype(np.float64)
 
@@ -169,11 +192,12 @@ def dataset_samples(config, split):
 def reference_statistics(config, space, split, batch_size=100, device='cpu'):
   """(mu, sigma, number of images or None, description) of the data split's features."""
   c = config.data
-  named = os.path.join(CLEANFID_STATS_DIR, f'cifar10_clean_{split}_32.npz')
+  named = os.path.join(CLEANFID_STATS_DIR, f'cifar10_{space.mode}_{split}_32.npz')
   if space.name == 'inception' and c.dataset == 'cifar10' and c.image_size == 32 and os.path.exists(named):
     with np.load(named) as stats:
-      return stats['mu'], stats['sigma'], None, f"clean-fid's cifar10 {split} statistics"
-  path = os.path.join(c.root, 'fid_stats', f'{c.dataset}_{space.name}_{split}_{c.image_size}.npz')
+      return stats['mu'], stats['sigma'], None, f"clean-fid's cifar10 {split} statistics ({named})"
+  space_name = f'{space.name}_{space.mode}' if space.mode else space.name
+  path = os.path.join(c.root, 'fid_stats', f'{c.dataset}_{space_name}_{split}_{c.image_size}.npz')
   if not os.path.exists(path):
     features = extract_features(space, dataset_samples(config, split), batch_size, device,
                                 desc=f'{split} features')
@@ -184,14 +208,14 @@ def reference_statistics(config, space, split, batch_size=100, device='cpu'):
     return stats['mu'], stats['sigma'], count, f"{c.dataset} {split} split ({path})"
 
 
-def fid(config, samples, device='cpu'):
-  """Frechet distance of stored samples to the train split in the data set's feature space:
-  {'fid', 'feature_space', 'reference', 'num_samples', ['train_test_floor',
-  'fid_at_floor_size', 'floor_size'], ...}. The floor is the test split's distance; since the
-  distance is biased upwards by ~1/N, the first `floor_size` samples' distance is reported
-  beside it for a like-for-like comparison. Raises InceptionUnavailable when Inception is
-  needed and missing."""
-  space = get_feature_space(config, device)
+def fid(config, samples, device='cpu', space=None):
+  """Frechet distance of stored samples to the train split in the data set's feature space
+  (`space`, default get_feature_space): {'fid', 'feature_space', 'reference', 'num_samples',
+  ['fid_mode'], ['train_test_floor', 'fid_at_floor_size', 'floor_size'], ...}. The floor is
+  the test split's distance; since the distance is biased upwards by ~1/N, the first
+  `floor_size` samples' distance is reported beside it for a like-for-like comparison. Raises
+  InceptionUnavailable when Inception is needed and missing."""
+  space = space or get_feature_space(config, device)
   batch_size = config.eval.batch_size
   mu_ref, sigma_ref, _, reference = reference_statistics(config, space, 'train', batch_size, device)
   features = extract_features(space, samples, batch_size, device, desc='sample features')

@@ -1,5 +1,6 @@
 """Frechet distance against closed forms; clean-fid's pipeline with the project's digits
-features; sample shards that resume; the offline Inception message."""
+features; the clean-fid mode reaching clean-fid; sample shards that resume; the offline
+Inception message."""
 import os
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from configs.default import get_default_config
 from evaluation import fid as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier, train_digits_classifier
+from evaluation.evaluate import markdown_report
 from evaluation.shards import from_storage, generate_shards
+from utils.errors import ConfigError
 
 
 def digits_config(root):
@@ -152,3 +155,55 @@ def test_offline_inception_message(tmp_path, monkeypatch):
   config.eval.inception_weights = str(tmp_path / 'missing.pt')
   with pytest.raises(fid_lib.InceptionUnavailable, match='not a file'):
     fid_lib.get_feature_space(config, 'cpu')
+
+
+class FakeInception(torch.nn.Module):
+  """Stands in for clean-fid's TorchScript Inception (whose weights cannot be downloaded here):
+  records how it was built and the images it is given; two features per image."""
+  calls = []
+
+  def __init__(self, path, download=True, resize_inside=False):
+    super().__init__()
+    self.resize_inside = resize_inside
+
+  def forward(self, x):
+    features = torch.stack([x.mean((1, 2, 3)), x[:, 0].std((1, 2))], 1)
+    FakeInception.calls.append((self.resize_inside, tuple(x.shape[1:]), features))
+    return features
+
+
+def test_fid_mode_reaches_clean_fid(tmp_path, monkeypatch):
+  # 'clean': clean-fid resizes every image to 299x299 (PIL bicubic) before the network;
+  # 'legacy_tensorflow': the network gets the 32x32 images and resizes inside, as TensorFlow's
+  # FID did. Each mode is compared with clean-fid's CIFAR-10 statistics for that mode (two
+  # different files here), and the result names the mode. legacy_pytorch (another network)
+  # and unknown modes are ConfigErrors naming the choices, whatever the data set.
+  weights = tmp_path / fid_lib.INCEPTION_FILE
+  weights.write_bytes(b'')
+  monkeypatch.setattr(fid_lib, 'InceptionV3W', FakeInception)
+  monkeypatch.setattr(fid_lib, 'CLEANFID_STATS_DIR', str(tmp_path))
+  stats = {'clean': (np.zeros(2), np.eye(2)), 'legacy_tensorflow': (np.ones(2), 2 * np.eye(2))}
+  for mode, (mu, sigma) in stats.items():
+    np.savez(tmp_path / f'cifar10_{mode}_train_32.npz', mu=mu, sigma=sigma)
+  config = get_default_config()
+  config.eval.inception_weights, config.eval.batch_size = str(weights), 4
+  samples = np.random.default_rng(4).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+  for mode, inside, shape in (('clean', False, (3, 299, 299)), ('legacy_tensorflow', True, (3, 32, 32))):
+    config.eval.fid_mode = mode
+    FakeInception.calls = []
+    result = fid_lib.fid(config, samples)
+    assert {(r, s) for r, s, _ in FakeInception.calls} == {(inside, shape)}, mode
+    # Two batches of 4, the last padded by repetition; the first 6 features are the samples'.
+    features = torch.cat([f for _, _, f in FakeInception.calls])[:6].double().numpy()
+    want = fid_lib.frechet_distance(*fid_lib.feature_statistics(features), *stats[mode])
+    assert result['fid'] == pytest.approx(want, rel=1e-9) and result['fid_mode'] == mode
+    assert f'cifar10_{mode}_train_32.npz' in result['reference']
+    report = {'checkpoint': 'ckpt_1', 'step': 1, 'sampler': 'pc', 'nfe_per_sample': 1,
+              'seconds_per_sample': 1.0, 'fid': result, 'notes': []}
+    assert f'clean-fid mode {mode}' in markdown_report(report)
+  for mode in ('legacy_pytorch', 'bogus'):
+    config.eval.fid_mode = mode
+    for dataset in ('cifar10', 'toy2d'):
+      config.data.dataset = dataset
+      with pytest.raises(ConfigError, match='legacy_tensorflow'):
+        fid_lib.get_feature_space(config, 'cpu')
