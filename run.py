@@ -11,21 +11,20 @@ with one line on stderr and exit 1; any other exception is a bug and keeps its t
 import os
 import sys
 
-import numpy as np
-import torch
 from absl import app, flags
 from ml_collections import config_flags
-from torchvision.utils import save_image
 
-import sde_lib
 from configs.resolve import config_name, resolve_config_argv
+from evaluation import evaluate
+from evaluation.shards import save_samples, to_storage
 from models import restore_for_inference
-from samplers import draw_samples
+from samplers.draw import data_sampler, draw_samples, samples_key
+from sde_lib import get_sde
 from training.trainer import train
+from utils.checkpoint import resolve_checkpoint
 from utils.device import get_device
 from utils.errors import ConfigError
-from utils.pictures import sample_picture
-from utils.workdir import samples_dir
+from utils.workdir import sample_paths
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'config name (configs/NAME.py) or path',
@@ -36,20 +35,18 @@ flags.mark_flags_as_required(['config'])
 
 
 def sample(config, workdir):
-  """Draw config.sampling.num_samples with EMA weights; save an .npz and a PNG grid."""
+  """Draw config.sampling.num_samples with EMA weights into samples/<key>.npz (the stored form
+  eval's samples.npz has) and a picture samples/<key>.png."""
   device = get_device(config.device)
-  model, step, name = restore_for_inference(config, workdir, config.eval.ckpt, device)
-  generator = torch.Generator(device).manual_seed(config.seed)
-  samples, nfe = draw_samples(config, sde_lib.get_sde(config), model, config.sampling.num_samples,
-                              device, generator)
-  out = samples_dir(workdir)
-  os.makedirs(out, exist_ok=True)
-  npz, png = os.path.join(out, f'sample_{name}.npz'), os.path.join(out, f'sample_{name}.png')
-  np.savez_compressed(npz, samples=samples.numpy(), step=step, nfe=nfe)
-  bound = 1.2 * samples.abs().max().item() if samples.dim() == 2 else None
-  save_image(sample_picture(samples, bound=bound), png)
-  print(f"{len(samples)} samples from {name} (step {step}), {nfe} score evaluations per batch "
-        f"({config.sampling.method}):\n  {npz}\n  {png}")
+  checkpoint = resolve_checkpoint(workdir, config.eval.ckpt)
+  model, step, name = restore_for_inference(config, workdir, checkpoint, device)
+  s = config.sampling
+  draw = data_sampler(config, get_sde(config), model, device)
+  samples, nfe = draw_samples(draw, s.num_samples, s.batch_size, config.seed, device)
+  npz, png = sample_paths(workdir, samples_key(config, s, workdir, checkpoint, s.batch_size, device))
+  save_samples(npz, png, to_storage(samples), nfe=nfe, step=step)
+  print(f"{len(samples)} samples from {name} (step {step}), {nfe:g} score evaluations per sample "
+        f"({s.method}):\n  {npz}\n  {png}")
 
 
 def main(argv):
@@ -64,8 +61,7 @@ def main(argv):
     elif FLAGS.mode == 'sample':
       sample(config, workdir)
     else:
-      import evaluation  # lazily: only eval needs clean-fid and the Inception weights
-      evaluation.evaluate(config, workdir)
+      evaluate(config, workdir)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -5,38 +5,33 @@ Samplers compared in one call are `config.eval.samplers`, each a string of comma
 `field=value` overrides of `config.sampling`, e.g. "method=ode" or
 "method=pc,predictor=euler_maruyama,corrector=none,steps=100" (values take the type of the
 field they replace); an empty tuple evaluates `config.sampling` as it is. Each sampler writes
-`<workdir>/eval/<ckpt>-<sampler>/`: report.json, report.md, samples.npz, grid.png,
-likelihood.npz (per-image bits/dim) and shards/ (reused by a rerun).
+`<workdir>/eval/<key>/` (samplers.draw.samples_key: checkpoint, sampler name, hash of all that
+determines the samples): report.json, report.md, samples.npz, grid.png, likelihood.npz
+(per-image bits/dim) and shards/, which a rerun with the same key reuses. Every sampler setting
+and the FID feature space are checked before anything slow starts.
 """
 import json
 import os
 
-import numpy as np
 import torch
-from torchvision.utils import save_image
 
-from data import data_shape, get_data_inverse_scaler
 from evaluation.bpd import split_bpd, split_vlb
-from evaluation.fid import InceptionUnavailable, fid
-from evaluation.shards import from_storage, generate_shards
+from evaluation.fid import InceptionUnavailable, fid, get_feature_space
+from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, restore_for_inference
-from samplers import get_sampler
+from samplers.draw import data_sampler, sampler_name, samples_key
 from sde_lib import get_sde
 from utils.atomic import atomic_write, save_npz_atomic
+from utils.checkpoint import resolve_checkpoint
 from utils.device import get_device
 from utils.errors import ConfigError
-from utils.pictures import sample_picture
-from utils.workdir import eval_dir
-
-GRID_IMAGES = 64
+from utils.workdir import eval_dir, eval_run_dir
 
 
 def parse_sampler_spec(spec, sampling):
-  """(name, copy of `sampling` with the spec's overrides); '' -> (sampling.method, a copy)."""
+  """A copy of `sampling` with the spec's overrides ('' -> an unchanged copy)."""
   sampling = sampling.copy_and_resolve_references()
-  items = [item for item in spec.split(',') if item.strip()]
-  name = []
-  for item in items:
+  for item in (item for item in spec.split(',') if item.strip()):
     key, sep, value = (part.strip() for part in item.partition('='))
     if not sep or key not in sampling:
       raise ConfigError(f"bad sampler spec {spec!r}: expected field=value pairs with fields of "
@@ -52,33 +47,16 @@ def parse_sampler_spec(spec, sampling):
       except ValueError:
         raise ConfigError(f"bad sampler spec {spec!r}: {key} takes a {type(current).__name__}, "
                           f"got {value!r}") from None
-    if key != 'method':
-      name.append(f'{key}-{value}')
-  return '_'.join([sampling.method] + name), sampling
+  return sampling
 
 
-def sampler_draw(config, sampling, sde, score_fn, device):
-  """draw(n, generator) -> (n samples in data space, score evaluations per sample)."""
-  inverse_scaler = get_data_inverse_scaler(config)
-
-  def draw(n, generator):
-    sampler = get_sampler(sampling, sde, (n,) + data_shape(config), device=device)
-    with torch.no_grad():
-      x, nfe = sampler(score_fn, generator=generator)
-    return inverse_scaler(x), nfe
-
-  return draw
-
-
-def save_pictures(out_dir, samples):
-  """samples.npz (stored form) and grid.png (images) or a scatter plot (points)."""
-  save_npz_atomic(os.path.join(out_dir, 'samples.npz'), samples=samples)
-  x = from_storage(samples)
-  if x.dim() == 4:
-    picture = sample_picture(x[:GRID_IMAGES])
-  else:
-    picture = sample_picture(x, bound=1.2 * float(np.quantile(np.abs(samples), 0.999)))
-  save_image(picture, os.path.join(out_dir, 'grid.png'))
+def feature_space(config, device, notes):
+  """The FID feature space, or None (with a note) when Inception weights are missing."""
+  try:
+    return get_feature_space(config, device)
+  except InceptionUnavailable as err:
+    notes.append(str(err))
+    return None
 
 
 def likelihood_numbers(config, model, sde, score_fn, device, notes):
@@ -157,38 +135,34 @@ def evaluate(config, workdir):
   reports and print the table. Returns the list of reports (dicts)."""
   e = config.eval
   device = get_device(config.device)
-  model, step, ckpt_name = restore_for_inference(config, workdir, e.ckpt, device)
+  checkpoint = resolve_checkpoint(workdir, e.ckpt)
+  model, step, ckpt_name = restore_for_inference(config, workdir, checkpoint, device)
   sde = get_sde(config)
+  samplings = [parse_sampler_spec(spec, config.sampling) for spec in (e.samplers or ('',))]
+  draws = [data_sampler(config, sde, model, device, sampling) for sampling in samplings]
+  notes = []
+  space = feature_space(config, device, notes) if e.enable_fid else None
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
-  shared_notes = []
-  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, shared_notes)
-  inception_message = None
+  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes)
   reports = []
-  for spec in (e.samplers or ('',)):
-    name, sampling = parse_sampler_spec(spec, config.sampling)
-    out_dir = os.path.join(eval_dir(workdir), f'{ckpt_name}-{name}')
-    draw = sampler_draw(config, sampling, sde, score_fn, device)
+  for spec, sampling, draw in zip(e.samplers or ('',), samplings, draws):
+    key = samples_key(config, sampling, workdir, checkpoint, e.batch_size, device)
+    out_dir = eval_run_dir(workdir, key)
     samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
                                             e.batch_size, draw, seed=config.seed, device=device)
-    save_pictures(out_dir, samples)
+    save_samples(os.path.join(out_dir, 'samples.npz'), os.path.join(out_dir, 'grid.png'), samples)
     if arrays:
       save_npz_atomic(os.path.join(out_dir, 'likelihood.npz'), **arrays)
-    report = {'checkpoint': ckpt_name, 'step': step, 'sampler': name, 'sampler_spec': spec,
-              'sampling': sampling.to_dict(), 'num_samples': e.num_samples,
-              'nfe_per_sample': nfe, 'seconds_per_sample': seconds, **numbers,
-              'notes': list(shared_notes)}
-    if e.enable_fid:
-      try:
-        report['fid'] = fid(config, samples, device)
-      except InceptionUnavailable as err:
-        if inception_message is None:
-          inception_message = str(err)
-          print(inception_message)
-        report['notes'].append(inception_message)
+    report = {'checkpoint': ckpt_name, 'step': step, 'sampler': sampler_name(sampling),
+              'sampler_spec': spec, 'key': key, 'sampling': sampling.to_dict(), 'seed': config.seed,
+              'batch_size': e.batch_size, 'num_samples': e.num_samples, 'nfe_per_sample': nfe,
+              'seconds_per_sample': seconds, **numbers, 'notes': list(notes)}
+    if space is not None:
+      report['fid'] = fid(config, samples, device, space)
     write_reports(out_dir, report)
     reports.append(report)
   print(table(reports))
-  for note in shared_notes:
+  for note in notes:
     print(f"Note: {note}")
   print(f"reports in {eval_dir(workdir)}")
   return reports

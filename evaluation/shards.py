@@ -1,10 +1,14 @@
-"""Samples drawn in shards on disk, so a crash loses at most one shard and a rerun resumes.
+"""Samples on disk: one stored form for every set, and eval's sets drawn in resumable shards.
 
-Shard i holds samples [i * batch_size, (i + 1) * batch_size) drawn with a generator seeded by
-(seed, i), so a resumed run gives the same samples as an uninterrupted one. Samples are stored
-as a viewer would see them: images as uint8 [B, H, W, C] (round(255 x), as a PNG holds them),
-2-D points as float32. A shard is `<dir>/shard_<i>.npz` with the samples, the score
-evaluations per sample (`nfe`) and the wall time of its batch, written atomically.
+Samples are stored as a viewer would see them: images as uint8 [B, H, W, C] (round(255 x), as
+a PNG holds them), 2-D points as float32 [B, 2]; `samples.npz` (eval) and
+`samples/<key>.npz` (--mode sample) hold them under `samples`.
+
+Eval draws in shards, so a crash loses at most one and a rerun resumes: shard i is batch i of
+samplers.draw's seeded batches, `<dir>/shard_<i>.npz` with the samples, the score evaluations
+per sample (`nfe`), the wall time of its batch and its batch size, written atomically. The
+directory is named by samplers.draw.samples_key, so whatever is stored there was drawn with the
+same settings; only a last, partial shard of another length (num_samples changed) is drawn again.
 """
 import math
 import os
@@ -12,9 +16,14 @@ import time
 
 import numpy as np
 import torch
+from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from utils.atomic import save_npz_atomic
+from samplers.draw import batch_generator
+from utils.atomic import atomic_write, save_npz_atomic
+from utils.pictures import sample_picture
+
+GRID_IMAGES = 64   # images in a sample picture
 
 
 def to_storage(x):
@@ -32,8 +41,16 @@ def from_storage(samples):
   return torch.from_numpy(samples)
 
 
-def shard_seed(seed, index):
-  return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+def save_samples(npz_path, png_path, samples, **arrays):
+  """Stored samples (and any other arrays) as an .npz, and their picture (a grid of the first
+  GRID_IMAGES images, or a scatter plot of the points) as a .png, both atomically."""
+  save_npz_atomic(npz_path, samples=samples, **arrays)
+  x = from_storage(samples)
+  if x.dim() == 4:
+    picture = sample_picture(x[:GRID_IMAGES])
+  else:
+    picture = sample_picture(x, bound=1.2 * float(np.quantile(np.abs(samples), 0.999)))
+  atomic_write(png_path, lambda f: save_image(picture, f, format='png'))
 
 
 def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cpu', progress=True):
@@ -45,17 +62,15 @@ def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cp
   for i in tqdm(range(num_shards), desc='sample shards', disable=not progress):
     path = os.path.join(shard_dir, f'shard_{i}.npz')
     count = min(batch_size, num_samples - i * batch_size)
+    shard = None
     if os.path.exists(path):
-      with np.load(path) as shard:
-        shard = dict(shard)
+      with np.load(path) as stored:
+        shard = dict(stored)
       if int(shard['batch_size']) != batch_size or len(shard['samples']) != count:
-        raise ValueError(f"{path} was drawn with batch size {int(shard['batch_size'])} "
-                         f"({len(shard['samples'])} samples), this run uses {batch_size} "
-                         f"({count}); delete {shard_dir} to draw again")
-    else:
-      generator = torch.Generator(device).manual_seed(shard_seed(seed, i))
+        shard = None
+    if shard is None:
       start = time.perf_counter()
-      x, shard_nfe = draw(count, generator)
+      x, shard_nfe = draw(count, batch_generator(seed, i, device))
       shard = dict(samples=to_storage(x), nfe=np.asarray(shard_nfe),
                    seconds=np.asarray(time.perf_counter() - start), batch_size=np.asarray(batch_size))
       save_npz_atomic(path, **shard)

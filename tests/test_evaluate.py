@@ -1,28 +1,153 @@
-"""evaluation.evaluate end to end on a tiny vp_digits run, and its sampler specs."""
+"""evaluation.evaluate end to end: its numbers against direct computations, and samples cached
+by everything that determines them."""
 import json
 import os
 
+import numpy as np
 import pytest
+import torch
 
 from configs.default import get_default_config
 from configs.vp_digits import get_config as digits_config
+from configs.vp_toy2d import get_config as toy2d_config
+from data import get_data_scaler, get_eval_dataset, uniform_dequantize
 from evaluation import fid as fid_lib
+from evaluation.digits_classifier import load_or_train_digits_classifier
 from evaluation.evaluate import evaluate, parse_sampler_spec
+from evaluation.shards import from_storage, to_storage
+from evaluation.vlb import chain_eps_fn, vlb
+from models import get_score_fn, restore_for_inference
+from samplers.draw import data_sampler, draw_samples, sampler_name, samples_key
+from samplers.likelihood import likelihood
+from sde_lib import get_sde
 from test_trainer import one_thread  # noqa: F401  (the fixture: one intra-op thread per test)
 from training.trainer import train
+from utils.errors import ConfigError
 
 
 def test_sampler_specs():
   sampling = get_default_config().sampling
-  name, parsed = parse_sampler_spec('', sampling)
-  assert name == sampling.method and parsed.to_dict() == sampling.to_dict()
-  name, parsed = parse_sampler_spec('method=pc, predictor=euler_maruyama,steps=100,noise_removal=false',
-                                    sampling)
-  assert name == 'pc_predictor-euler_maruyama_steps-100_noise_removal-false'
+  assert parse_sampler_spec('', sampling).to_dict() == sampling.to_dict()
+  parsed = parse_sampler_spec('method=pc, predictor=euler_maruyama,steps=100,noise_removal=false',
+                              sampling)
   assert parsed.steps == 100 and parsed.noise_removal is False and sampling.steps == 1000
+  assert sampler_name(parsed) == 'pc_noise_removal-false_predictor-euler_maruyama_steps-100'
   for bad in ('method', 'colour=red', 'steps=many', 'noise_removal=maybe'):
-    with pytest.raises(ValueError, match='bad sampler spec'):
+    with pytest.raises(ConfigError, match='bad sampler spec'):
       parse_sampler_spec(bad, sampling)
+
+
+def changed(value):
+  """Another value of the same type."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, (int, float)):
+    return value * 2 + 1
+  if isinstance(value, tuple):
+    return value + (1,)
+  return value + '_other'
+
+
+def test_samples_key_changes_with_everything_that_determines_the_samples(tmp_path):
+  """Every field of config.sampling but num_samples and batch_size (the batch size a set is
+  drawn in is an argument), the seed, the batch size, the device type, the checkpoint and every
+  field that defines the model change the key; the number of samples and settings that do not
+  touch sampling leave it alone. Fields are enumerated, so a new one is covered unasked."""
+  config = toy2d_config()
+  workdir = str(tmp_path)
+  ckpt = os.path.join(workdir, 'checkpoints', 'ckpt_5.pt')
+  key = lambda c, s=None, checkpoint=ckpt, batch=4, device='cpu': samples_key(
+      c, c.sampling if s is None else s, workdir, checkpoint, batch, device)
+  base = key(config)
+  assert base.startswith('ckpt_5-pc_corrector-none_steps-200-')
+  assert key(config) == base
+  for field in config.sampling.keys():
+    other = config.copy_and_resolve_references()
+    other.sampling[field] = changed(config.sampling[field])
+    if field in ('num_samples', 'batch_size'):
+      assert key(other) == base, field
+    else:
+      assert key(other) != base, field
+  moved = os.path.join(str(tmp_path / 'elsewhere'), 'ckpt_5.pt')
+  assert len({base, key(config, batch=8), key(config, device='cuda'),
+              key(config, checkpoint=ckpt.replace('ckpt_5', 'ckpt_6')),
+              key(config, checkpoint=moved)}) == 5
+  for field in ('seed', 'model.hidden', 'model.parameterization', 'sde.beta_max', 'sde.name',
+                'training.continuous', 'data.centered', 'data.image_size'):
+    other = config.copy_and_resolve_references()
+    section, _, name = field.rpartition('.')
+    target = other[section] if section else other
+    target[name] = changed(target[name])
+    assert key(other) != base, field
+  for field in ('eval.num_samples', 'eval.batch_size', 'training.n_iters', 'optim.lr', 'eval.fid_mode'):
+    other = config.copy_and_resolve_references()
+    section, name = field.split('.')
+    other[section][name] = changed(other[section][name])
+    assert key(other) == base, field
+
+
+def tiny_toy_config():
+  config = toy2d_config()
+  config.device = 'cpu'
+  config.model.hidden, config.model.num_layers = 16, 1
+  config.data.toy_size = 512
+  config.training.batch_size = 64
+  config.training.n_iters = 2
+  config.training.snapshot_freq = 2
+  config.training.snapshot_sampling = False
+  config.sampling.corrector = 'langevin'   # so that snr and n_steps_each change the samples
+  config.sampling.steps = 3
+  config.eval.num_samples = 8
+  config.eval.batch_size = 4
+  config.eval.enable_bpd = config.eval.enable_vlb = config.eval.enable_fid = False
+  return config
+
+
+def stored_shards(out_dir):
+  """{shard file: modification time in ns}."""
+  shard_dir = os.path.join(out_dir, 'shards')
+  return {name: os.stat(os.path.join(shard_dir, name)).st_mtime_ns for name in os.listdir(shard_dir)}
+
+
+@pytest.mark.slow
+def test_eval_draws_fresh_samples_for_new_settings_and_reuses_unchanged_ones(tmp_path, capsys,
+                                                                             one_thread):  # noqa: F811
+  """After any sampling field, the seed or the batch size changes, eval draws a new set in a
+  new folder (and the samples differ wherever the field acts on this sampler); the old folder
+  keeps its shards untouched; rerunning the first settings reuses its shards."""
+  config = tiny_toy_config()
+  workdir = str(tmp_path)
+  train(config, workdir, progress=False)
+  eval_dir = os.path.join(workdir, 'eval')
+
+  def run(c):
+    [report] = evaluate(c, workdir)
+    out_dir = os.path.join(eval_dir, report['key'])
+    with np.load(os.path.join(out_dir, 'samples.npz')) as stored:
+      return out_dir, stored['samples'], stored_shards(out_dir)
+
+  first_dir, first, first_shards = run(config)
+  # (field, value, whether it changes these samples: pc with Langevin on a continuous model)
+  changes = [('sampling.steps', 4, True), ('sampling.snr', 0.3, True), ('sampling.eps', 0.01, True),
+             ('sampling.n_steps_each', 2, True), ('sampling.corrector', 'ald', True),
+             ('sampling.predictor', 'euler_maruyama', True), ('sampling.noise_removal', False, True),
+             ('sampling.method', 'ancestral', True), ('sampling.method', 'ode', True),
+             ('sampling.variance', 'beta', False), ('sampling.rtol', 1e-3, False),
+             ('seed', 7, True), ('eval.batch_size', 8, True)]
+  folders = {first_dir}
+  for field, value, acts in changes:
+    other = config.copy_and_resolve_references()
+    section, _, name = field.rpartition('.')
+    (other[section] if section else other)[name] = value
+    out_dir, samples, _ = run(other)
+    assert out_dir not in folders, field
+    folders.add(out_dir)
+    assert acts == (not np.array_equal(samples, first)), field
+  assert stored_shards(first_dir) == first_shards
+  again_dir, again, again_shards = run(config)
+  assert again_dir == first_dir and again_shards == first_shards and np.array_equal(again, first)
+  assert sorted(os.listdir(eval_dir)) == sorted(os.path.basename(d) for d in folders)
+  capsys.readouterr()
 
 
 def tiny_digits_config(root):
@@ -39,38 +164,93 @@ def tiny_digits_config(root):
   config.eval.bpd_num_images = 8
   config.eval.vlb_num_images = 8
   config.eval.bpd_rtol = config.eval.bpd_atol = 1e-3
-  config.eval.samplers = ('method=pc,steps=5', 'method=ancestral,steps=5')
+  config.eval.samplers = ('method=pc,steps=5,corrector=langevin', 'method=ancestral,steps=5')
   return config
 
 
+def digits_features(classifier, stored):
+  with torch.no_grad():
+    return classifier.features(from_storage(stored)).double().numpy()
+
+
 @pytest.mark.slow
-def test_evaluate_tiny_digits_run(tmp_path, capsys, monkeypatch, one_thread):  # noqa: F811
+def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsys, monkeypatch,
+                                                                 one_thread):  # noqa: F811
   config = tiny_digits_config(tmp_path / 'data')
   workdir = str(tmp_path / 'run')
   train(config, workdir, progress=False)
   reports = evaluate(config, workdir)
-
-  # Both samplers report every enabled number, in JSON and in markdown.
-  assert [r['sampler'] for r in reports] == ['pc_steps-5', 'ancestral_steps-5']
-  for report in reports:
-    out_dir = os.path.join(workdir, 'eval', f"ckpt_20-{report['sampler']}")
-    for name in ('report.json', 'report.md', 'samples.npz', 'grid.png', 'likelihood.npz'):
-      assert os.path.exists(os.path.join(out_dir, name)), name
-    with open(os.path.join(out_dir, 'report.json')) as f:
-      saved = json.load(f)
-    assert saved['nfe_per_sample'] == 5 and saved['seconds_per_sample'] > 0
-    assert saved['num_samples'] == 32 and len(os.listdir(os.path.join(out_dir, 'shards'))) == 2
-    # An untrained 20-step model: bits/dim well above 0, finite; FID above the data's floor.
-    assert 0 < saved['bpd']['mean'] < 100 and saved['bpd']['num_images'] == 8
-    assert 0 < saved['vlb']['mean'] < 100 and saved['vlb']['num_images'] == 8
-    assert saved['fid']['feature_space'] == 'digits_classifier'
-    assert saved['fid']['fid'] > saved['fid']['train_test_floor'] > 0
-    with open(os.path.join(out_dir, 'report.md')) as f:
-      md = f.read()
-    for text in ('bits/dim (ODE)', 'bits/dim (VLB)', 'Floor (train vs test', f"{saved['fid']['fid']:.3f}"):
-      assert text in md
   printed = capsys.readouterr().out
-  assert '| ancestral_steps-5 |' in printed and '| pc_steps-5 |' in printed
+
+  model, _, _ = restore_for_inference(config, workdir, device='cpu')
+  sde = get_sde(config)
+  classifier, _ = load_or_train_digits_classifier(config.data.root)
+  train_split = get_eval_dataset(config, 'train').base.tensors[0]
+  test_split = get_eval_dataset(config, 'test').base.tensors[0]
+  # Reference statistics straight from the splits: the classifier's features of the images
+  # as stored (uint8), numpy's mean and covariance.
+  mu_train, sigma_train = fid_lib.feature_statistics(digits_features(classifier, to_storage(train_split)))
+  mu_test, sigma_test = fid_lib.feature_statistics(digits_features(classifier, to_storage(test_split)))
+
+  # Score evaluations per sample, as each algorithm counts them: PC with one Langevin step
+  # per predictor step makes 2 per step; ancestral sampling one.
+  assert [r['nfe_per_sample'] for r in reports] == [10, 5]
+  assert [r['sampler'] for r in reports] == ['pc_steps-5', 'ancestral_corrector-none_steps-5']
+  for report in reports:
+    out_dir = os.path.join(workdir, 'eval', report['key'])
+    with open(os.path.join(out_dir, 'report.json')) as f:
+      assert json.load(f) == json.loads(json.dumps(report))
+    with np.load(os.path.join(out_dir, 'samples.npz')) as stored:
+      samples = stored['samples']
+    # The samples are the set the key names: batches of 16 seeded by (seed, batch index).
+    sampling = parse_sampler_spec(report['sampler_spec'], config.sampling)
+    direct, _ = draw_samples(data_sampler(config, sde, model, 'cpu', sampling), 32, 16,
+                             config.seed, 'cpu', progress=False)
+    assert samples.shape == (32, 8, 8, 1) and np.array_equal(samples, to_storage(direct))
+    # FID: the Frechet distance of the saved samples' features to the train statistics. The
+    # report's features went through clean-fid's pipeline in float32: agreement to 1e-6
+    # relative (measured ~1e-9); the floor is the test split's distance, the same way.
+    f = report['fid']
+    want = fid_lib.frechet_distance(*fid_lib.feature_statistics(digits_features(classifier, samples)),
+                                    mu_train, sigma_train)
+    assert f['fid'] == pytest.approx(want, rel=1e-6) and f['feature_space'] == 'digits_classifier'
+    floor = fid_lib.frechet_distance(mu_test, sigma_test, mu_train, sigma_train)
+    assert f['train_test_floor'] == pytest.approx(floor, rel=1e-6) and f['fid'] > floor
+    assert 'fid_mode' not in f   # a clean-fid mode means nothing for these features
+    with open(os.path.join(out_dir, 'report.md')) as md:
+      text = md.read()
+    for line in (f"{f['fid']:.3f}", f"{report['bpd']['mean']:.4f}", f"{report['vlb']['mean']:.4f}",
+                 'reverse variance beta'):
+      assert line in text
+  assert reports[0]['bpd'] == reports[1]['bpd'] and reports[0]['vlb'] == reports[1]['vlb']
+  assert '| ancestral_corrector-none_steps-5 |' in printed and '| pc_steps-5 |' in printed
+
+  # bits/dim: the first 8 test images, dequantized and integrated with a generator seeded by
+  # config.seed, then the VLB with the same generator, with eval.vlb_variance ('beta'), not
+  # the sampler's variance ('beta_tilde'). Same operations on the same numbers, averaged in
+  # float64 as the report does: 1e-12.
+  e, scaler = config.eval, get_data_scaler(config)
+  generator = torch.Generator().manual_seed(config.seed)
+  images = test_split[:8]
+  x = scaler(uniform_dequantize(images, config.data.num_bins, generator))
+  score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
+  result = likelihood(score_fn, sde, x, eps=e.bpd_eps, rtol=e.bpd_rtol, atol=e.bpd_atol,
+                      hutchinson=e.hutchinson, n_probes=e.n_probes, generator=generator,
+                      num_bins=config.data.num_bins, scaler=scaler)
+  assert reports[0]['bpd']['mean'] == pytest.approx(result.bpd.double().mean().item(), rel=1e-12)
+  assert reports[0]['bpd']['num_images'] == 8
+  state = generator.get_state()
+  eps_fn = chain_eps_fn(sde, model, config.training.continuous, config.model.parameterization)
+  bounds = {}
+  for variance in ('beta', 'beta_tilde'):
+    generator.set_state(state)
+    bounds[variance] = vlb(eps_fn, sde, scaler(images), variance=variance,
+                           num_bins=config.data.num_bins, data_range=(-1.0, 1.0),
+                           generator=generator, progress=False).total.double().mean().item()
+  assert config.sampling.variance == 'beta_tilde' and e.vlb_variance == 'beta'
+  assert reports[0]['vlb']['mean'] == pytest.approx(bounds['beta'], rel=1e-12)
+  assert abs(bounds['beta'] - bounds['beta_tilde']) > 1e-3 * bounds['beta']
+  assert reports[0]['vlb']['variance'] == 'beta'
 
   # Without Inception weights (and no network), a data set that needs them gets one clear
   # message, FID is skipped, and the rest of the report is still written; the shards of the
@@ -79,11 +259,12 @@ def test_evaluate_tiny_digits_run(tmp_path, capsys, monkeypatch, one_thread):  #
   monkeypatch.setattr('cleanfid.downloads_helper.inception_url', 'http://unreachable.invalid/x.pt')
   monkeypatch.setitem(fid_lib.FEATURE_SPACES, 'digits', fid_lib.inception_space)
   config.eval.enable_bpd = config.eval.enable_vlb = False
-  reports = evaluate(config, workdir)
+  again = evaluate(config, workdir)
   printed = capsys.readouterr().out
   assert printed.count('FID skipped') == 1 and fid_lib.INCEPTION_FILE in printed
-  for report in reports:
-    assert 'fid' not in report and report['nfe_per_sample'] == 5
+  for report, first in zip(again, reports):
+    assert report['key'] == first['key'] and report['seconds_per_sample'] == first['seconds_per_sample']
+    assert 'fid' not in report and report['nfe_per_sample'] == first['nfe_per_sample']
     assert any('FID skipped' in note for note in report['notes'])
-    with open(os.path.join(workdir, 'eval', f"ckpt_20-{report['sampler']}", 'report.md')) as f:
+    with open(os.path.join(workdir, 'eval', report['key'], 'report.md')) as f:
       assert 'FID skipped' in f.read()

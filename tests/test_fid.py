@@ -12,7 +12,8 @@ from configs.default import get_default_config
 from evaluation import fid as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier, train_digits_classifier
 from evaluation.evaluate import markdown_report
-from evaluation.shards import from_storage, generate_shards
+from evaluation.shards import from_storage, generate_shards, to_storage
+from samplers.draw import draw_samples
 from utils.errors import ConfigError
 
 
@@ -121,23 +122,26 @@ def test_points_feature_space(tmp_path):
   assert result['train_test_floor'] > 0
 
 
-def test_shards_resume_and_are_deterministic(tmp_path):
-  # 10 samples in shards of 4 (4, 4, 2). Deleting the middle shard and rerunning draws only
-  # that shard again, with the same seeded generator: the samples are bit-identical.
+def test_shards_resume_and_are_the_seeded_batches(tmp_path):
+  # 10 samples in shards of 4 (4, 4, 2) are draw_samples' seeded batches, stored. Deleting the
+  # middle shard and rerunning draws only that shard again, bit-identically. Asking for 12
+  # reuses the two full shards and draws the last, now full, one again.
   calls = []
 
-  def draw(n, generator):
+  def draw(n, generator, progress=True):
     calls.append(n)
     return torch.rand(n, 1, 2, 2, generator=generator), 7
 
   samples, nfe, seconds = generate_shards(str(tmp_path), 10, 4, draw, seed=5, progress=False)
   assert calls == [4, 4, 2] and samples.shape == (10, 2, 2, 1) and samples.dtype == np.uint8
   assert nfe == 7 and seconds >= 0
+  assert np.array_equal(samples, to_storage(draw_samples(draw, 10, 4, 5, 'cpu')[0]))
   os.remove(tmp_path / 'shard_1.npz')
   again, _, _ = generate_shards(str(tmp_path), 10, 4, draw, seed=5, progress=False)
-  assert calls == [4, 4, 2, 4] and np.array_equal(samples, again)
-  with pytest.raises(ValueError, match='batch size'):
-    generate_shards(str(tmp_path), 10, 5, draw, seed=5, progress=False)
+  assert calls[6:] == [4] and np.array_equal(samples, again)
+  longer, _, _ = generate_shards(str(tmp_path), 12, 4, draw, seed=5, progress=False)
+  assert calls[7:] == [4] and np.array_equal(longer[:8], samples[:8])
+  assert np.array_equal(longer, to_storage(draw_samples(draw, 12, 4, 5, 'cpu')[0]))
 
 
 def test_offline_inception_message(tmp_path, monkeypatch):

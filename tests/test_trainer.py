@@ -13,8 +13,9 @@ from data import get_dataset
 from gmm_oracle import ring_mixture, sliced_wasserstein
 from models import restore_for_inference
 from utils.checkpoint import load_checkpoint
-from samplers import draw_samples
+from samplers.draw import data_sampler, draw_samples
 from training.trainer import Trainer, learning_rate, train
+from utils.errors import ConfigError
 
 
 @pytest.fixture
@@ -48,8 +49,8 @@ def test_vp_toy2d_learns_the_ring(tmp_path, one_thread):
   model, step, _ = restore_for_inference(config, workdir, device='cpu')
   assert step == 1500
   n = 2000
-  samples, _ = draw_samples(config, sde_lib.get_sde(config), model, n, 'cpu',
-                            torch.Generator().manual_seed(0), progress=False)
+  draw = data_sampler(config, sde_lib.get_sde(config), model, 'cpu')
+  samples, _ = draw_samples(draw, n, n, seed=0, device='cpu', progress=False)
   c = config.data
   mixture = ring_mixture(n_modes=c.toy_modes, radius=c.toy_radius, std=c.toy_std)
   # Every mode gets its share: a multinomial 1/8 of 2000 has std 0.0074; 0.04 is > 5 std.
@@ -127,3 +128,17 @@ def test_learning_rate_warms_up_linearly():
   assert learning_rate(optim, 100) == learning_rate(optim, 5000) == 1e-3
   optim.warmup = 0
   assert learning_rate(optim, 1) == 1e-3
+
+
+@pytest.mark.parametrize('field, value', [('method', 'bogus'), ('predictor', 'bogus'),
+                                          ('corrector', 'bogus')])
+def test_bad_sampling_settings_stop_training_before_step_1(tmp_path, field, value):
+  # Snapshot sampling is off, so without the check at start these settings would first be
+  # read by --mode sample or eval, after the whole run.
+  config = tiny_config(20)
+  config.training.snapshot_sampling = False
+  config.sampling[field] = value
+  with pytest.raises(ConfigError, match=value):
+    train(config, str(tmp_path), progress=False)
+  assert os.listdir(tmp_path) == []   # no config.json, checkpoint or metric: nothing ran
+

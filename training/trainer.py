@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 import sde_lib
 from data import get_data_scaler, get_dataset
 from models import ExponentialMovingAverage, get_model
-from samplers import draw_samples
+from samplers.draw import data_sampler, draw_samples
 from training.losses import get_loss_fn
 from utils import checkpoint, workdir as layout
 from utils.atomic import atomic_write
@@ -108,7 +108,11 @@ def write_config(config, workdir):
 
 
 class Trainer:
-  """Owns the model, EMA, optimizer and the workdir; `run()` trains to config.training.n_iters."""
+  """Owns the model, EMA, optimizer and the workdir; `run()` trains to config.training.n_iters.
+
+  A config that cannot run stops here, before step 1: a bad data or training setting, or
+  sampling settings the snapshot sampler (and later sample/eval) cannot run.
+  """
 
   def __init__(self, config, workdir, progress=True):
     self.config, self.workdir, self.progress = config, workdir, progress
@@ -125,6 +129,7 @@ class Trainer:
     self.batches = EpochBatches(self.dataset, train.batch_size // self.ddp.world_size, self.ddp,
                                 config.seed)
     self.model = get_model(config).to(self.ddp.device)
+    self.draw = data_sampler(config, self.sde, self.model, self.ddp.device)
     self.ema = ExponentialMovingAverage(self.model, config.model.ema_rate, warmup=config.model.ema_warmup)
     o = config.optim
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, 0.999),
@@ -233,9 +238,8 @@ class Trainer:
     self.ema.store(self.model)
     self.ema.copy_to(self.model)
     self.model.eval()
-    generator = torch.Generator(self.ddp.device).manual_seed(config.seed)
-    samples, _ = draw_samples(config, self.sde, self.model, config.training.snapshot_samples,
-                              self.ddp.device, generator, progress=False)
+    samples, _ = draw_samples(self.draw, config.training.snapshot_samples,
+                              config.sampling.batch_size, config.seed, self.ddp.device, progress=False)
     self.model.train()
     self.ema.restore(self.model)
     reference = bound = None

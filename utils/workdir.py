@@ -2,10 +2,13 @@
 
   <workdir>/config.json        the resolved config, written before training starts
   <workdir>/checkpoints/       ckpt_<step>.pt and the `latest` pointer
-  <workdir>/samples/           snapshot grids <step>.png and --mode sample outputs
+  <workdir>/samples/           snapshot grids <step>.png; --mode sample's <key>.npz and .png
   <workdir>/tb/                TensorBoard events
   <workdir>/metrics.jsonl      one JSON line per logged step
-  <workdir>/eval/              one folder per evaluated (checkpoint, sampler settings)
+  <workdir>/eval/<key>/        --mode eval: reports, samples and shards of one set of samples
+
+<key> is samplers.draw.samples_key: '<checkpoint>-<sampler>-<hash of all that determines the
+samples>', the same for both modes.
 """
 import os
 
@@ -38,5 +41,15 @@ def metrics_path(workdir):
   return os.path.join(workdir, 'metrics.jsonl')
 
 
+def sample_paths(workdir, key):
+  """(.npz, .png) that --mode sample writes the set of samples `key` to."""
+  base = os.path.join(samples_dir(workdir), key)
+  return f'{base}.npz', f'{base}.png'
+
+
 def eval_dir(workdir):
   return os.path.join(workdir, 'eval')
+
+
+def eval_run_dir(workdir, key):
+  return os.path.join(eval_dir(workdir), key)
