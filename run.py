@@ -1,12 +1,16 @@
 """Train, sample or evaluate a score-based model.
 
   python run.py --config vp_digits --mode train
-  python run.py --config vp_digits --mode sample --config.sampling.method=ode
-  python run.py --config vp_digits --mode eval
+  python run.py --workdir runs/vp_digits --mode sample --config.sampling.method=ode
+  python run.py --workdir runs/vp_digits --mode eval
 
 --config takes a name (configs/NAME.py) or a path; --config.a.b=v overrides any field.
---workdir defaults to runs/<config name>. A bad config or input (utils.errors.ConfigError) ends
-with one line on stderr and exit 1; any other exception is a bug and keeps its traceback.
+--workdir defaults to runs/<config name>. Training writes the resolved config to
+<workdir>/config.json; sample and eval start from that file and apply only the --config.a.b=v
+given, and a resumed training run is compared with it: a change to a field that defines the
+trained model (configs/run_config.py) is refused unless --allow_model_override is passed.
+A bad config or input (utils.errors.ConfigError) ends with one line on stderr and exit 1; any
+other exception is a bug and keeps its traceback.
 """
 import os
 import sys
@@ -14,7 +18,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from configs.resolve import config_name, resolve_config_argv
+from configs.resolve import DEFAULT_CONFIG, config_name, resolve_config_argv
+from configs.run_config import inference_config
 from evaluation import evaluate
 from evaluation.shards import save_samples, to_storage
 from models import restore_for_inference
@@ -27,11 +32,14 @@ from utils.errors import ConfigError
 from utils.workdir import sample_paths
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'config name (configs/NAME.py) or path',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', DEFAULT_CONFIG, "config name (configs/NAME.py) or path; sample and eval may leave "
+    "it out and use the workdir's config.json", lock_config=True)
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'what to do')
 flags.DEFINE_string('workdir', None, 'run directory (default runs/<config name>)')
-flags.mark_flags_as_required(['config'])
+flags.DEFINE_bool('allow_model_override', False,
+                  "let --config.* change a field that defines an existing run's trained model "
+                  "(model, sde, training.continuous, the data's shape and scaling)")
 
 
 def sample(config, workdir):
@@ -49,13 +57,31 @@ def sample(config, workdir):
         f"({s.method}):\n  {npz}\n  {png}")
 
 
+def config_and_workdir(mode):
+  """(config, workdir) the flags ask for."""
+  config_file = config_flags.get_config_filename(FLAGS['config'])
+  named = os.path.realpath(config_file) != os.path.realpath(DEFAULT_CONFIG)
+  if not (named or FLAGS.workdir):
+    raise ConfigError("name a config (--config NAME) or a run (--workdir DIR)")
+  workdir = FLAGS.workdir or os.path.join('runs', config_name(config_file))
+  if mode == 'train':
+    if not named:
+      raise ConfigError("training needs a config: --config NAME (configs/NAME.py) or a path")
+    return FLAGS.config, workdir
+  config, notes = inference_config(workdir, FLAGS.config if named else None,
+                                   config_flags.get_override_values(FLAGS['config']),
+                                   FLAGS.allow_model_override)
+  for note in notes:
+    print(f"note: {note}")
+  return config, workdir
+
+
 def main(argv):
   del argv
-  config = FLAGS.config
-  workdir = FLAGS.workdir or os.path.join('runs', config_name(config_flags.get_config_filename(FLAGS['config'])))
   try:
+    config, workdir = config_and_workdir(FLAGS.mode)
     if FLAGS.mode == 'train':
-      step = train(config, workdir)
+      step = train(config, workdir, allow_model_override=FLAGS.allow_model_override)
       if int(os.environ.get('RANK', '0')) == 0:   # one line, also under torchrun
         print(f"trained to step {step}; checkpoints, sample grids, metrics.jsonl and tb/ in {workdir}")
     elif FLAGS.mode == 'sample':

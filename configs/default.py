@@ -2,6 +2,12 @@
 import ml_collections
 
 
+def get_config():
+  """What `run.py --config` stands for when it is not given (`--mode sample|eval --workdir
+  DIR`): the run's config.json supplies every value, these defaults only type the overrides."""
+  return get_default_config()
+
+
 def get_default_config():
   config = ml_collections.ConfigDict()
   config.seed = 42

@@ -1,10 +1,16 @@
-"""`--config NAME` -> configs/NAME.py (or a path as given); unknown names list the valid ones."""
+"""`--config NAME` -> configs/NAME.py (or a path as given); unknown names list the valid ones,
+and an override `--config.a.b=v` of a field no config has is refused with a suggestion."""
+import difflib
 import os
+import re
 
+from configs.default import get_default_config
+from configs.run_config import flatten
 from utils.errors import ConfigError
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
-_NOT_CONFIGS = {'__init__.py', 'default.py', 'resolve.py'}
+DEFAULT_CONFIG = os.path.join(CONFIG_DIR, 'default.py')   # what --config is when not given
+_NOT_CONFIGS = {'__init__.py', 'default.py', 'resolve.py', 'run_config.py'}
 
 
 class UnknownConfig(ConfigError):
@@ -32,8 +38,21 @@ def config_name(path):
   return os.path.splitext(os.path.basename(path))[0]
 
 
+def check_override(arg, fields):
+  """A ConfigError for `--config.a.b[=v]` (or `--noconfig.a.b`) naming no field in `fields`."""
+  match = re.match(r'^--?(?:no)?config\.([^=]+)', arg)
+  if match and match.group(1) not in fields:
+    close = difflib.get_close_matches(match.group(1), fields, n=1)
+    raise ConfigError(f"unknown config field {match.group(1)!r}" +
+                      (f"; did you mean {close[0]}?" if close else ''))
+
+
 def resolve_config_argv(argv):
-  """argv with the value of --config (as `--config X` or `--config=X`) replaced by its path."""
+  """argv with the value of --config (as `--config X` or `--config=X`) replaced by its path;
+  overrides of unknown fields are refused here, where ml_collections would end in a traceback."""
+  fields = flatten(get_default_config())
+  for arg in argv:
+    check_override(arg, fields)
   out, i = list(argv), 0
   while i < len(out):
     if out[i] == '--config' and i + 1 < len(out):

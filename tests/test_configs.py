@@ -11,6 +11,7 @@ from models.registry import MODELS
 from samplers.registry import METHODS
 from sde_lib import get_sde
 from training.losses import get_loss_fn
+from utils.errors import ConfigError
 
 EXPECTED = {'vp_toy2d', 'vp_digits', 'vp_cifar10', 'ddpm_cifar10'}
 
@@ -76,3 +77,12 @@ def test_argv_rewriting_handles_both_flag_forms(tmp_path):
   argv = resolve_config_argv(['run.py', '--config', 'vp_toy2d', '--config.seed=1'])
   assert argv[2] == resolve_config('vp_toy2d') and argv[3] == '--config.seed=1'
   assert resolve_config_argv(['run.py', f'--config={path}']) == ['run.py', f'--config={path}']
+
+
+def test_overrides_of_unknown_fields_are_refused_with_a_suggestion():
+  assert resolve_config_argv(['run.py', '--config.model.nf=3', '--noconfig.data.centered'])[1:] == [
+      '--config.model.nf=3', '--noconfig.data.centered']
+  with pytest.raises(ConfigError, match=r"unknown config field 'model.nff'; did you mean model.nf\?"):
+    resolve_config_argv(['run.py', '--config', 'vp_toy2d', '--config.model.nff=3'])
+  with pytest.raises(ConfigError, match="unknown config field 'nothing.like.it'$"):
+    resolve_config_argv(['run.py', '--config.nothing.like.it=1'])

@@ -1,5 +1,5 @@
-"""run.py end to end on a tiny vp_digits: train, resume, the workdir layout, bad input as one
-line and bugs with their traceback."""
+"""run.py end to end: train, resume, sample and eval from the run's own config.json, the
+workdir layout, refused model changes, bad input as one line and bugs with their traceback."""
 import json
 import os
 import re
@@ -38,7 +38,7 @@ def steps_logged(workdir):
 
 
 @pytest.mark.slow
-def test_train_resume_sample_and_layout(tmp_path):
+def test_train_resume_and_layout(tmp_path):
   resumed, straight = str(tmp_path / 'resumed'), str(tmp_path / 'straight')
   ok(run(*TINY, '--workdir', resumed, '--config.training.n_iters=4'))
   first = load_checkpoint(os.path.join(resumed, 'checkpoints', 'ckpt_4.pt'))
@@ -60,14 +60,8 @@ def test_train_resume_sample_and_layout(tmp_path):
   for index, state in reference['optimizer']['state'].items():
     assert torch.equal(state['exp_avg_sq'], after['optimizer']['state'][index]['exp_avg_sq'])
 
-  result = ok(run(*TINY, '--workdir', resumed, '--mode', 'sample'))
-  assert 'ckpt_8' in result.stdout and '3 score evaluations per sample' in result.stdout
-  [npz] = [name for name in os.listdir(os.path.join(resumed, 'samples')) if name.endswith('.npz')]
-  assert re.fullmatch(r'ckpt_8-pc_corrector-none_steps-3-[0-9a-f]{10}\.npz', npz), npz
-  samples = np.load(os.path.join(resumed, 'samples', npz))['samples']
-  assert samples.shape == (6, 8, 8, 1) and samples.dtype == np.uint8
   for path in ('config.json', 'metrics.jsonl', 'checkpoints/latest', 'checkpoints/ckpt_8.pt',
-               'samples/4.png', 'samples/8.png', f'samples/{npz[:-4]}.png'):
+               'samples/4.png', 'samples/8.png'):
     assert os.path.isfile(os.path.join(resumed, path)), path
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(os.path.join(resumed, 'tb')))
 
@@ -129,7 +123,7 @@ run.run()
 @pytest.mark.slow
 def test_a_bug_keeps_its_traceback(tmp_path):
   """A plain ValueError (which run.py used to print as one line, like a ConfigError) is a bug:
-  it keeps its traceback. (ConfigErrors as one line: the tests above.)"""
+  it keeps its traceback. (ConfigErrors as one line: the tests above and below.)"""
   env = dict(os.environ, OMP_NUM_THREADS='1')
   result = subprocess.run([sys.executable, '-c', RAISING.format(error="ValueError('an internal bug')"),
                            '--config', 'vp_toy2d', '--workdir', str(tmp_path)], cwd=ROOT, env=env,
@@ -137,3 +131,51 @@ def test_a_bug_keeps_its_traceback(tmp_path):
   assert result.returncode == 1
   assert 'Traceback (most recent call last)' in result.stderr and 'an internal bug' in result.stderr
 
+
+def error_line(result):
+  """The one line a ConfigError leaves on stderr (exit 1, no traceback)."""
+  assert result.returncode == 1, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+  return lines[0]
+
+
+@pytest.mark.slow
+def test_sample_and_eval_start_from_the_runs_config(tmp_path):
+  """A toy2d run trained with a non-default width (hidden 48, one block) is sampled and
+  evaluated with no overrides at all: config.json supplies the architecture and the settings.
+  Changing the architecture at eval time is refused with one line naming the field (the same
+  check on resume: tests/test_trainer.py). Both modes name a set of samples by one key and draw it the same way: with
+  the same batch size, eval's 8 samples are the first 8 of --mode sample's 10, in one format."""
+  workdir = str(tmp_path / 'run')
+  train_args = ['--config', 'vp_toy2d', '--workdir', workdir, '--config.device=cpu',
+                '--config.model.hidden=48', '--config.model.num_layers=1',
+                '--config.data.toy_size=512', '--config.training.batch_size=64',
+                '--config.training.n_iters=4', '--config.training.snapshot_freq=4',
+                '--config.training.snapshot_sampling=False', '--config.sampling.steps=3',
+                '--config.sampling.num_samples=10', '--config.sampling.batch_size=8',
+                '--config.eval.num_samples=8', '--config.eval.batch_size=8',
+                '--config.eval.enable_bpd=False']
+  ok(run(*train_args))
+
+  result = ok(run('--workdir', workdir, '--mode', 'sample'))
+  # vp_toy2d samples with PC, no corrector, here 3 steps: 3 score evaluations per sample.
+  assert '3 score evaluations per sample' in result.stdout
+  [npz] = [name for name in os.listdir(os.path.join(workdir, 'samples')) if name.endswith('.npz')]
+  assert re.fullmatch(r'ckpt_4-pc_corrector-none_steps-3-[0-9a-f]{10}\.npz', npz), npz
+  with np.load(os.path.join(workdir, 'samples', npz)) as stored:
+    sampled = stored['samples']
+    assert sampled.shape == (10, 2) and sampled.dtype == np.float32
+    assert stored['nfe'] == 3 and stored['step'] == 4
+  assert os.path.isfile(os.path.join(workdir, 'samples', npz[:-4] + '.png'))
+
+  ok(run('--workdir', workdir, '--mode', 'eval'))
+  assert os.listdir(os.path.join(workdir, 'eval')) == [npz[:-4]]
+  with open(os.path.join(workdir, 'eval', npz[:-4], 'report.json')) as f:
+    report = json.load(f)
+  assert report['key'] == npz[:-4] and report['num_samples'] == 8 and report['nfe_per_sample'] == 3
+  with np.load(os.path.join(workdir, 'eval', npz[:-4], 'samples.npz')) as stored:
+    assert np.array_equal(stored['samples'], sampled[:8])
+
+  line = error_line(run('--workdir', workdir, '--mode', 'eval', '--config.model.hidden=32'))
+  assert 'model.hidden 48 -> 32' in line and '--allow_model_override' in line

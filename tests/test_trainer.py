@@ -142,3 +142,28 @@ def test_bad_sampling_settings_stop_training_before_step_1(tmp_path, field, valu
     train(config, str(tmp_path), progress=False)
   assert os.listdir(tmp_path) == []   # no config.json, checkpoint or metric: nothing ran
 
+
+def test_resume_compares_with_config_json(tmp_path, capsys, one_thread):
+  # A longer run and another learning rate resume, and say what changed; another SDE or
+  # network width is refused with a one-line message naming the field (run.py prints a
+  # ConfigError as it is), unless allowed.
+  workdir = str(tmp_path)
+  train(tiny_config(5), workdir, progress=False)
+  for field, value in (('sde.beta_max', 10.0), ('model.hidden', 32)):
+    config = tiny_config(10)
+    section, name = field.split('.')
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=rf'{field} .* -> {value}.*--allow_model_override') as info:
+      train(config, workdir, progress=False)
+    assert '\n' not in str(info.value)
+  capsys.readouterr()
+  config = tiny_config(10)
+  config.optim.lr = 1e-3
+  assert train(config, workdir, progress=False) == 10
+  printed = capsys.readouterr().out
+  assert 'optim.lr: 0.002 -> 0.001' in printed and 'training.n_iters: 5 -> 10' in printed
+  config = tiny_config(15)
+  config.sde.beta_max = 10.0
+  assert train(config, workdir, progress=False, allow_model_override=True) == 15
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['sde']['beta_max'] == 10.0

@@ -19,6 +19,7 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 import sde_lib
+from configs.run_config import resume_changes
 from data import get_data_scaler, get_dataset
 from models import ExponentialMovingAverage, get_model
 from samplers.draw import data_sampler, draw_samples
@@ -110,12 +111,14 @@ def write_config(config, workdir):
 class Trainer:
   """Owns the model, EMA, optimizer and the workdir; `run()` trains to config.training.n_iters.
 
-  A config that cannot run stops here, before step 1: a bad data or training setting, or
-  sampling settings the snapshot sampler (and later sample/eval) cannot run.
+  A config that cannot run stops here, before step 1: a change to what defines the model of
+  the run in `workdir` (configs/run_config.py; unless allow_model_override), a bad data or
+  training setting, or sampling settings the snapshot sampler (and later sample/eval) cannot run.
   """
 
-  def __init__(self, config, workdir, progress=True):
+  def __init__(self, config, workdir, progress=True, allow_model_override=False):
     self.config, self.workdir, self.progress = config, workdir, progress
+    self.changes = resume_changes(config, workdir, allow_model_override)
     self.ddp = Distributed(config.device)
     train = config.training
     if train.batch_size % self.ddp.world_size:
@@ -167,6 +170,8 @@ class Trainer:
       self.writer = SummaryWriter(layout.tensorboard_dir(self.workdir))
       if self.resumed_from:
         tqdm.write(f"resuming from {self.resumed_from} (step {self.step})")
+      if self.changes:
+        tqdm.write(f"changed since {layout.config_path(self.workdir)}: {'; '.join(self.changes)}")
     model = self.ddp.wrap(self.model)
     model.train()
     batches = self.batches.from_step(self.step)
@@ -251,6 +256,6 @@ class Trainer:
     self.writer.add_image('samples', picture, self.step)
 
 
-def train(config, workdir, progress=True):
+def train(config, workdir, progress=True, allow_model_override=False):
   """Train (or resume) in `workdir`; returns the final step."""
-  return Trainer(config, workdir, progress).run()
+  return Trainer(config, workdir, progress, allow_model_override).run()
