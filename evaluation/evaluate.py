@@ -138,14 +138,15 @@ def evaluate(config, workdir):
   checkpoint = resolve_checkpoint(workdir, e.ckpt)
   model, step, ckpt_name = restore_for_inference(config, workdir, checkpoint, device)
   sde = get_sde(config)
-  samplings = [parse_sampler_spec(spec, config.sampling) for spec in (e.samplers or ('',))]
+  specs = e.samplers or ('',)
+  samplings = [parse_sampler_spec(spec, config.sampling) for spec in specs]
   draws = [data_sampler(config, sde, model, device, sampling) for sampling in samplings]
   notes = []
   space = feature_space(config, device, notes) if e.enable_fid else None
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
   numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes)
   reports = []
-  for spec, sampling, draw in zip(e.samplers or ('',), samplings, draws):
+  for spec, sampling, draw in zip(specs, samplings, draws):
     key = samples_key(config, sampling, workdir, checkpoint, e.batch_size, device)
     out_dir = eval_run_dir(workdir, key)
     samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
