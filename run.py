@@ -51,7 +51,7 @@ def sample(config, workdir):
   s = config.sampling
   draw = data_sampler(config, get_sde(config), model, device)
   samples, nfe = draw_samples(draw, s.num_samples, s.batch_size, config.seed, device)
-  npz, png = sample_paths(workdir, samples_key(config, s, workdir, checkpoint, s.batch_size, device))
+  npz, png = sample_paths(workdir, samples_key(config, s, checkpoint, s.batch_size, device))
   save_samples(npz, png, to_storage(samples), nfe=nfe, step=step)
   print(f"{len(samples)} samples from {name} (step {step}), {nfe:g} score evaluations per sample "
         f"({s.method}):\n  {npz}\n  {png}")

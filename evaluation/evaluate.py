@@ -147,7 +147,7 @@ def evaluate(config, workdir):
   numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes)
   reports = []
   for spec, sampling, draw in zip(specs, samplings, draws):
-    key = samples_key(config, sampling, workdir, checkpoint, e.batch_size, device)
+    key = samples_key(config, sampling, checkpoint, e.batch_size, device)
     out_dir = eval_run_dir(workdir, key)
     samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
                                             e.batch_size, draw, seed=config.seed, device=device)

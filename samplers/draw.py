@@ -79,17 +79,23 @@ def sampler_name(sampling):
   return '_'.join([sampling.method] + changed)
 
 
-def samples_key(config, sampling, workdir, checkpoint, batch_size, device):
+def file_sha256(path):
+  with open(path, 'rb') as f:
+    return hashlib.file_digest(f, 'sha256').hexdigest()
+
+
+def samples_key(config, sampling, checkpoint, batch_size, device):
   """'<checkpoint>-<sampler_name>-<hash>', e.g. 'ckpt_20-pc_steps-5-3f9a0c2e71': the name of the
   set of samples `checkpoint` (a path) draws with `sampling` in batches of `batch_size`.
 
   The hash covers everything that determines the set (see the module docstring): the
-  checkpoint (its path relative to the workdir), every sampling setting, the batch size, the
-  seed, the device type and the config fields that define the model. A change to any of them
+  checkpoint (its name and the SHA-256 of its bytes, so a run retrained into the same workdir
+  never meets its predecessor's samples), every sampling setting, the batch size, the seed,
+  the device type and the config fields that define the model. A change to any of them
   gives a new name; the number of samples does not (a longer set begins with a shorter one).
   """
   determines = {
-      'checkpoint': os.path.relpath(os.path.abspath(checkpoint), os.path.abspath(workdir)),
+      'checkpoint': [os.path.basename(checkpoint), file_sha256(checkpoint)],
       'sampling': {k: v for k, v in sampling.items() if k not in NOT_SAMPLER_SETTINGS},
       'batch_size': batch_size,
       'seed': config.seed,

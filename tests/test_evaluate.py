@@ -57,9 +57,15 @@ def test_samples_key_changes_with_everything_that_determines_the_samples(tmp_pat
   config = toy2d_config()
   workdir = str(tmp_path)
   ckpt = os.path.join(workdir, 'checkpoints', 'ckpt_5.pt')
+  moved = os.path.join(str(tmp_path / 'elsewhere'), 'ckpt_5.pt')
+  for path, content in ((ckpt, b'weights'), (ckpt.replace('ckpt_5', 'ckpt_6'), b'weights'),
+                        (moved, b'weights')):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+      f.write(content)
   key = lambda c, checkpoint=ckpt, batch=4, device='cpu': samples_key(
-      c, c.sampling, workdir, checkpoint, batch, device).rsplit('-', 1)[1]
-  assert samples_key(config, config.sampling, workdir, ckpt, 4, 'cpu').startswith(
+      c, c.sampling, checkpoint, batch, device).rsplit('-', 1)[1]
+  assert samples_key(config, config.sampling, ckpt, 4, 'cpu').startswith(
       'ckpt_5-pc_corrector-none_steps-200-')
   base = key(config)
   assert len(base) == 10 and key(config) == base
@@ -70,10 +76,9 @@ def test_samples_key_changes_with_everything_that_determines_the_samples(tmp_pat
       assert key(other) == base, field
     else:
       assert key(other) != base, field
-  moved = os.path.join(str(tmp_path / 'elsewhere'), 'ckpt_5.pt')
   assert len({base, key(config, batch=8), key(config, device='cuda'),
-              key(config, checkpoint=ckpt.replace('ckpt_5', 'ckpt_6')),
-              key(config, checkpoint=moved)}) == 5
+              key(config, checkpoint=ckpt.replace('ckpt_5', 'ckpt_6'))}) == 4
+  assert key(config, checkpoint=moved) == base   # the same file elsewhere: the same samples
   for field in ('seed', 'model.hidden', 'model.parameterization', 'sde.beta_max', 'sde.name',
                 'training.continuous', 'data.centered', 'data.image_size'):
     other = config.copy_and_resolve_references()
@@ -86,6 +91,9 @@ def test_samples_key_changes_with_everything_that_determines_the_samples(tmp_pat
     section, name = field.split('.')
     other[section][name] = changed(other[section][name])
     assert key(other) == base, field
+  with open(ckpt, 'wb') as f:                     # retrained into the same workdir
+    f.write(b'other weights')
+  assert key(config) != base
 
 
 def tiny_toy_config():
