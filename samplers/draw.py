@@ -80,6 +80,14 @@ def sampler_name(sampling):
 
 
 def file_sha256(path):
+  """SHA-256 of a file's bytes, read once while the file is unchanged (eval names one
+  checkpoint once per sampler it compares)."""
+  stat = os.stat(path)
+  return _sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path, size, mtime_ns):
   with open(path, 'rb') as f:
     return hashlib.file_digest(f, 'sha256').hexdigest()
 
