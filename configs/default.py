@@ -70,7 +70,9 @@ def get_default_config():
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'ddpm'
-  model.parameterization = 'eps'      # network predicts eps (score = -eps/std) or 'score' (score*std)
+  model.parameterization = 'eps'      # network output: 'eps' (score = -out/std), 'std_score'
+                                      # (out = std * score) or 'score' (out = score: NCSN++ with
+                                      # scale_by_sigma)
   model.ema_rate = 0.9999
   model.ema_warmup = True             # decay min(ema_rate, (1+n)/(10+n)) after n updates
   model.nf = 128
@@ -79,6 +81,22 @@ def get_default_config():
   model.attn_resolutions = (16,)
   model.dropout = 0.1
   model.num_groups = 32               # GroupNorm groups (at most the channel count)
+  # ncsnpp (DDPM++ / NCSN++, Song et al. 2021); nf, ch_mult, num_res_blocks, attn_resolutions
+  # and dropout above are shared with ddpm. Its sigmas buffer comes from sde.sigma_min/max/num_scales.
+  model.resblock_type = 'biggan'      # 'biggan' (resampling residual blocks) | 'ddpm'
+  model.skip_rescale = True           # residual sums divided by sqrt(2)
+  model.embedding_type = 'positional' # time embedding: 'positional' | 'fourier' (of log sigma)
+  model.fourier_scale = 16.0          # std of the Gaussian Fourier frequencies
+  model.fir = False                   # FIR-filtered resampling (StyleGAN2) instead of naive
+  model.fir_kernel = (1, 3, 3, 1)
+  model.progressive = 'none'          # output pyramid: 'none' | 'output_skip' | 'residual'
+  model.progressive_input = 'none'    # input pyramid: 'none' | 'input_skip' | 'residual'
+  model.progressive_combine = 'sum'   # input_skip combine: 'sum' | 'cat'
+  model.resamp_with_conv = True       # 'ddpm' blocks: convolve when resampling
+  model.init_scale = 0.0              # scale of the last layers' init (0 -> 1e-10)
+  model.conditional = True            # time-conditioned
+  model.scale_by_sigma = False        # divide the output by sigma (VE: the network outputs the score)
+  model.nonlinearity = 'swish'
   model.hidden = 256                  # mlp width
   model.num_layers = 4                # mlp residual blocks
 

@@ -18,7 +18,7 @@ import torch
 from torch import special
 from tqdm.auto import tqdm
 
-from models.score_fn import PARAMETERIZATIONS, get_model_fn
+from models.score_fn import check_parameterization, get_model_fn, output_to_eps
 from utils.errors import ConfigError
 
 
@@ -73,15 +73,11 @@ def reverse_variances(sde, variance):
 def chain_eps_fn(sde, model, continuous=True, parameterization='eps'):
   """eps_theta(x, i) at chain step i from a network queried at the step's time
   t_i = sde.chain_time(i): a discrete-time network then sees the step i itself."""
-  if parameterization not in PARAMETERIZATIONS:
-    raise ConfigError(f"unknown parameterization {parameterization!r}; "
-                      f"choose one of {sorted(PARAMETERIZATIONS)}")
+  check_parameterization(parameterization)
   model_fn = get_model_fn(sde, model, continuous)
-  # An eps network outputs eps; a 'score' network outputs std * score = -eps.
-  sign = -PARAMETERIZATIONS[parameterization]
 
   def eps_fn(x, index):
-    return sign * model_fn(x, sde.chain_time(index).to(x.dtype))[0]
+    return output_to_eps(*model_fn(x, sde.chain_time(index).to(x.dtype)), parameterization)
 
   return eps_fn
 

@@ -1,6 +1,7 @@
 """get_model(config): the one place where config fields become network arguments."""
 from models.ddpm import DDPM
 from models.mlp import MLP
+from models.ncsnpp import NCSNpp
 from utils.errors import ConfigError
 
 
@@ -11,11 +12,25 @@ def _ddpm(config):
               dropout=m.dropout, image_size=d.image_size, num_groups=m.num_groups)
 
 
+def _ncsnpp(config):
+  m, d, sde = config.model, config.data, config.sde
+  return NCSNpp(
+      in_channels=d.num_channels, image_size=d.image_size, nf=m.nf, ch_mult=tuple(m.ch_mult),
+      num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
+      dropout=m.dropout, resblock_type=m.resblock_type, skip_rescale=m.skip_rescale,
+      embedding_type=m.embedding_type, fourier_scale=m.fourier_scale, fir=m.fir,
+      fir_kernel=tuple(m.fir_kernel), progressive=m.progressive,
+      progressive_input=m.progressive_input, progressive_combine=m.progressive_combine,
+      resamp_with_conv=m.resamp_with_conv, init_scale=m.init_scale, conditional=m.conditional,
+      scale_by_sigma=m.scale_by_sigma, centered=d.centered, nonlinearity=m.nonlinearity,
+      sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, num_scales=sde.num_scales)
+
+
 def _mlp(config):
   return MLP(dim=2, hidden=config.model.hidden, num_layers=config.model.num_layers)
 
 
-MODELS = {'ddpm': _ddpm, 'mlp': _mlp}
+MODELS = {'ddpm': _ddpm, 'mlp': _mlp, 'ncsnpp': _ncsnpp}
 
 
 def get_model(config):

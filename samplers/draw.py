@@ -79,9 +79,14 @@ def sampler_name(sampling):
   return '_'.join([sampling.method] + changed)
 
 
-def file_sha256(path):
-  """SHA-256 of a file's bytes, read once while the file is unchanged (eval names one
-  checkpoint once per sampler it compares)."""
+def checkpoint_sha256(path):
+  """SHA-256 of a checkpoint's bytes, read once while the file is unchanged (eval names one
+  checkpoint once per sampler it compares). A checkpoint folder (diffusers' layout) hashes the
+  names and digests of the files in it."""
+  if os.path.isdir(path):
+    digests = [(name, checkpoint_sha256(os.path.join(path, name)))
+               for name in sorted(os.listdir(path))]
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
   stat = os.stat(path)
   return _sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
@@ -103,7 +108,7 @@ def samples_key(config, sampling, checkpoint, batch_size, device):
   gives a new name; the number of samples does not (a longer set begins with a shorter one).
   """
   determines = {
-      'checkpoint': [os.path.basename(checkpoint), file_sha256(checkpoint)],
+      'checkpoint': [os.path.basename(checkpoint), checkpoint_sha256(checkpoint)],
       'sampling': {k: v for k, v in sampling.items() if k not in NOT_SAMPLER_SETTINGS},
       'batch_size': batch_size,
       'seed': config.seed,

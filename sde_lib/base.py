@@ -52,6 +52,10 @@ class SDE(abc.ABC):
     mean_coeff, std = self.marginal_coeffs(t)
     return (x + batch_broadcast(std ** 2, x) * score) / batch_broadcast(mean_coeff, x)
 
+  def network_label(self, t):
+    """The time input of a continuous-time network (score_sde's convention): t (N - 1) / T."""
+    return t * ((self.N - 1) / self.T)
+
   # The one map between chain step i in {0..N-1} and time. Losses, the discrete-time score
   # wrapper, the chain sampler and the VLB all go through it.
   def chain_time(self, index):

@@ -25,6 +25,11 @@ class VESDE(SDE):
   def chain_index(self, t):
     return torch.round(t * ((self.N - 1) / self.T)).long().clamp(0, self.N - 1)
 
+  def network_label(self, t):
+    """sigma(t): score_sde's continuous VE networks are told the noise level (NCSN++ embeds
+    log sigma and, with scale_by_sigma, divides its output by it)."""
+    return self.sigma(t)
+
   def sigma(self, t):
     return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 

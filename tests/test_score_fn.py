@@ -1,4 +1,6 @@
 """Networks become score functions: s = -eps / s(t) (Ho et al. 2020; Song et al. 2021)."""
+import math
+
 import pytest
 import torch
 
@@ -8,10 +10,18 @@ from sde_lib import SubVPSDE, VESDE, VPSDE
 SIGMA0 = 0.7   # data x_0 ~ N(0, SIGMA0^2 I): p_t = N(0, (m^2 SIGMA0^2 + s^2) I)
 
 
+def time_of_label(sde, label):
+  """score_sde's continuous labels, inverted by hand: VE networks get sigma(t) =
+  sigma_min (sigma_max / sigma_min)^t, the others t (N - 1) (t in [0, 1])."""
+  if isinstance(sde, VESDE):
+    return torch.log(label / sde.sigma_min) / math.log(sde.sigma_max / sde.sigma_min)
+  return label / (sde.N - 1)
+
+
 class OracleEps(torch.nn.Module):
   """The optimal eps-network for Gaussian data, E[eps | x_t] = s x_t / (m^2 SIGMA0^2 + s^2),
-  reading the time back from the label it is given: t = label / (N - 1) (continuous) or
-  the chain step's std (discrete)."""
+  reading the time back from the label it is given (continuous) or the chain step's std
+  (discrete). output: 'eps', 'std_score' (s score = -eps) or 'score' (-eps / s)."""
 
   def __init__(self, sde, continuous, output='eps'):
     super().__init__()
@@ -21,18 +31,18 @@ class OracleEps(torch.nn.Module):
   def forward(self, x, labels):
     self.labels = labels
     if self.continuous:
-      m, s = self.sde.marginal_coeffs(labels / (self.sde.N - 1))
+      m, s = self.sde.marginal_coeffs(time_of_label(self.sde, labels))
     else:
       s = self.sde.chain_std(labels.long())
       m = (1 - s ** 2).sqrt()           # VP chain: m^2 + s^2 = 1
     var = (m ** 2 * SIGMA0 ** 2 + s ** 2)[:, None]
     eps = s[:, None] * x / var
     eps = eps.to(x.dtype)
-    return eps if self.output == 'eps' else -eps   # 'score': s(t) * score = -eps
+    return {'eps': eps, 'std_score': -eps, 'score': -eps / s[:, None]}[self.output]
 
 
 @pytest.mark.parametrize('sde', [VPSDE(), SubVPSDE(), VESDE()], ids=['vp', 'subvp', 've'])
-@pytest.mark.parametrize('parameterization', ['eps', 'score'])
+@pytest.mark.parametrize('parameterization', ['eps', 'std_score', 'score'])
 def test_continuous_score_of_oracle_network_is_the_exact_score(sde, parameterization):
   model = OracleEps(sde, continuous=True, output=parameterization)
   score_fn = get_score_fn(sde, model, continuous=True, parameterization=parameterization)
@@ -41,7 +51,8 @@ def test_continuous_score_of_oracle_network_is_the_exact_score(sde, parameteriza
   m, s = sde.marginal_coeffs(t)
   exact = -x / (m ** 2 * SIGMA0 ** 2 + s ** 2)[:, None]
   assert torch.allclose(score_fn(x, t), exact, rtol=1e-10)
-  assert torch.allclose(model.labels, t * 999)   # the network sees t * (N - 1)
+  label = sde.sigma(t) if isinstance(sde, VESDE) else t * 999   # score_sde's time inputs
+  assert torch.allclose(model.labels, label)
 
 
 def test_discrete_score_uses_ddpm_integer_steps_and_chain_std():

@@ -168,7 +168,7 @@ def test_decoder_against_scipy_and_in_the_tails():
 
 def test_chain_eps_fn_queries_the_chain_steps():
   # A discrete network must see the integer step i; a continuous one the label t_i (N - 1)
-  # with t_i = (i + 1) / N (Ho et al.'s t = i + 1 of 1..N, scaled to [0, 1]). A 'score'
+  # with t_i = (i + 1) / N (Ho et al.'s t = i + 1 of 1..N, scaled to [0, 1]). A 'std_score'
   # network outputs -eps, so eps_fn flips its sign.
   sde = VPSDE(N=10)
   labels_seen = []
@@ -176,7 +176,7 @@ def test_chain_eps_fn_queries_the_chain_steps():
   x, index = torch.zeros(3, 2), torch.tensor([0, 4, 9])
   assert torch.equal(chain_eps_fn(sde, net, continuous=False)(x, index), torch.ones(3, 2))
   assert torch.equal(labels_seen[-1], index.float())
-  out = chain_eps_fn(sde, net, continuous=True, parameterization='score')(x, index)
+  out = chain_eps_fn(sde, net, continuous=True, parameterization='std_score')(x, index)
   assert torch.equal(out, -torch.ones(3, 2))
   assert torch.allclose(labels_seen[-1], (index + 1).float() / 10 * 9)
 

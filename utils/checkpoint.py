@@ -67,23 +67,29 @@ def load_checkpoint(path, device='cpu'):
                           f"{str(e).splitlines()[0]}") from None
 
 
-def load_state_strict(module, state_dict, what='model'):
-  """module.load_state_dict(strict=True), with one message naming every key and shape that differs."""
+def check_state(module, state_dict, what='model'):
+  """Raise CheckpointError unless state_dict has exactly module's keys and shapes: one line
+  naming the first key whose shape differs (else the first missing, else the first unexpected
+  key) with both shapes, and how many keys differ in all."""
   own = module.state_dict()
-  missing = sorted(own.keys() - state_dict.keys())
-  unexpected = sorted(state_dict.keys() - own.keys())
-  shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in sorted(own.keys() & state_dict.keys()) if own[k].shape != state_dict[k].shape]
-  if missing or unexpected or shapes:
+  shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+  missing = [k for k in own if k not in state_dict]
+  unexpected = [k for k in state_dict if k not in own]
+  differing = shapes + missing + unexpected
+  if differing:
+    key = differing[0]
+    theirs = tuple(state_dict[key].shape) if key in state_dict else 'absent'
+    ours = tuple(own[key].shape) if key in own else 'absent'
     raise CheckpointError(
         f"the checkpoint's {what} does not match the configured architecture (was it trained "
-        f"with another config?): missing {_head(missing)}, unexpected {_head(unexpected)}, "
-        f"shape mismatches {_head(shapes)}")
+        f"with another config?): {key}: checkpoint {theirs} vs model {ours}; {len(differing)} "
+        f"keys differ ({len(shapes)} shapes, {len(missing)} missing, {len(unexpected)} unexpected)")
+
+
+def load_state_strict(module, state_dict, what='model'):
+  """module.load_state_dict(strict=True) after check_state's one-line refusal of a misfit."""
+  check_state(module, state_dict, what)
   module.load_state_dict(state_dict, strict=True)
-
-
-def _head(items, limit=5):
-  return f"{items[:limit]}" + (f" and {len(items) - limit} more" if len(items) > limit else '')
 
 
 def resolve_checkpoint(workdir, ckpt=''):
