@@ -12,9 +12,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Test-only dependencies (pytest, diffusers as the reference), kept out of `make setup`.
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
 setup: $(VENV)/.installed
 
-test: setup
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 # Train the embedded default (vp_digits, ~5 min on 2 CPU cores), sample from it, evaluate it.

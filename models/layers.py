@@ -18,8 +18,8 @@ def default_init_(layer, scale=1.0):
   return layer
 
 
-def conv3x3(in_ch, out_ch, stride=1, init_scale=1.0):
-  return default_init_(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), init_scale)
+def conv3x3(in_ch, out_ch, init_scale=1.0):
+  return default_init_(nn.Conv2d(in_ch, out_ch, 3, padding=1), init_scale)
 
 
 def linear(in_features, out_features, init_scale=1.0):
@@ -101,14 +101,15 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-  """Halve H and W with a stride-2 3x3 conv."""
+  """Halve H and W with a stride-2 3x3 conv, padded as TensorFlow's 'SAME' pads an even size
+  (Ho et al.'s diffusion_tf): one zero row and column after the input, none before."""
 
   def __init__(self, channels):
     super().__init__()
-    self.conv = conv3x3(channels, channels, stride=2)
+    self.conv = default_init_(nn.Conv2d(channels, channels, 3, stride=2))
 
   def forward(self, x):
-    return self.conv(x)
+    return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
 class Upsample(nn.Module):

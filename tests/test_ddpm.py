@@ -7,7 +7,7 @@ from torch import nn
 from configs.default import get_default_config
 from models import get_model
 from models.ddpm import DDPM
-from models.layers import SinusoidalEmbedding
+from models.layers import Downsample, SinusoidalEmbedding
 
 DIGITS = dict(in_channels=1, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
               image_size=8, dropout=0.0)
@@ -71,6 +71,16 @@ def test_timestep_embedding_closed_form():
   expected = torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], dim=1)
   assert torch.allclose(emb, expected, atol=1e-4)   # fp32 sin/cos of arguments up to 999
   assert torch.equal(emb[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+
+
+def test_downsample_pads_as_tensorflow_same():
+  """Ho et al.'s stride-2 conv (TF 'SAME' on an even size): output (i, j) sums rows 2i..2i+2
+  and columns 2j..2j+2, the zero padding lying only after the last row and column."""
+  down = Downsample(1)
+  with torch.no_grad():
+    down.conv.weight.fill_(1.0)
+    out = down(torch.ones(1, 1, 4, 4))[0, 0]
+  assert torch.equal(out, torch.tensor([[9.0, 6.0], [6.0, 4.0]]))
 
 
 def test_output_starts_near_zero_as_in_ho_init():
