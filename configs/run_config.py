@@ -11,6 +11,7 @@ import json
 import os
 
 from configs.default import get_default_config
+from utils.atomic import atomic_write
 from utils.errors import ConfigError
 from utils.workdir import config_path
 
@@ -42,6 +43,12 @@ def flatten(config):
 def model_fields(config):
   """{field: value} of the fields of `config` that define the trained model."""
   return {k: v for k, v in flatten(config).items() if defines_model(k)}
+
+
+def write_run_config(config, workdir):
+  """Write the resolved config as the run's config.json (atomically)."""
+  atomic_write(config_path(workdir),
+               lambda f: f.write(config.to_json(indent=2, sort_keys=True).encode()))
 
 
 def load_run_config(workdir):

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from models.layers import AttnBlock
-from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.checkpoint import CheckpointError, check_state, load_checkpoint
 
 CONFIG = 'config.json'
 WEIGHTS = ('diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.bin')  # preferred first
@@ -124,27 +124,17 @@ def diffusers_key(key):
 
 
 def to_ddpm_state(state, model, source):
-  """A UNet2DModel state dict -> `model`'s. A misfit is refused in one line naming the first
-  key whose shape differs (else the first missing, else the first unexpected) with both shapes,
-  as utils.checkpoint.check_state does for our own checkpoints."""
+  """A UNet2DModel state dict -> `model`'s, renamed by `diffusers_key` and checked by
+  utils.checkpoint.check_state (one line naming the first misfit key, in our names, with both
+  shapes); keys it cannot place keep their diffusers names."""
   state = {'.'.join(_LEGACY.get(p, p) for p in k.split('.')): v for k, v in state.items()}
-  own = model.state_dict()
-  names = {ours: diffusers_key(ours) for ours in own}
-  shapes = [k for k, t in names.items() if t in state and state[t].shape != own[k].shape]
-  missing = [k for k, t in names.items() if t not in state]
-  unexpected = sorted(state.keys() - set(names.values()))
-  if shapes or missing:
-    ours = (shapes or missing)[0]
-    theirs = tuple(state[names[ours]].shape) if shapes else 'absent'
-    first = f"{names[ours]} -> {ours}: checkpoint {theirs} vs model {tuple(own[ours].shape)}"
-  elif unexpected:
-    first = f"{unexpected[0]}: checkpoint {tuple(state[unexpected[0]].shape)} vs model absent"
-  else:
-    return {ours: state[theirs] for ours, theirs in names.items()}
-  raise CheckpointError(f"{source} does not fit models.ddpm.DDPM: {first}; "
-                        f"{len(shapes) + len(missing) + len(unexpected)} keys differ "
-                        f"({len(shapes)} shapes, {len(missing)} missing, "
-                        f"{len(unexpected)} unexpected)")
+  ours = {diffusers_key(key): key for key in model.state_dict()}
+  renamed = {ours.get(key, key): value for key, value in state.items()}
+  try:
+    check_state(model, renamed, what='diffusers UNet2DModel')
+  except CheckpointError as e:
+    raise CheckpointError(f"{source}: {e}") from None
+  return renamed
 
 
 def _read_config(folder):

@@ -14,6 +14,13 @@ def _ddpm(config):
 
 def _ncsnpp(config):
   m, d, sde = config.model, config.data, config.sde
+  if m.embedding_type == 'fourier' and not config.training.continuous:
+    raise ConfigError("ncsnpp: the Fourier embedding takes log sigma(t) of continuous time; "
+                      "use embedding_type='positional' with training.continuous=False")
+  if m.scale_by_sigma and m.embedding_type != 'fourier':
+    raise ConfigError("ncsnpp: scale_by_sigma needs embedding_type='fourier' (the positional "
+                      "variant looks sigma up by score_sde's reversed discrete VE step, which "
+                      "our chain steps do not follow)")
   return NCSNpp(
       in_channels=d.num_channels, image_size=d.image_size, nf=m.nf, ch_mult=tuple(m.ch_mult),
       num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),

@@ -3,6 +3,8 @@ configuration with random weights, saved as diffusers saves it, must become our 
 the same function; folders that do not fit, and pickles that would run code, are refused."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,8 +14,10 @@ from torch import nn
 
 from configs.ddpm_cifar10 import get_config
 from models.ddpm import DDPM
+from models.convert import convert
 from models.import_diffusers import is_diffusers_folder, load_diffusers_ddpm, to_ddpm_state
 from models.registry import get_model
+from models.restore import restore
 from utils.checkpoint import CheckpointError
 
 # google/ddpm-cifar10-32's config.json: diffusers' conversion of Ho et al.'s CIFAR-10 model.
@@ -153,16 +157,16 @@ def rewrite_config(folder, edit):
 def test_a_tensor_of_another_shape_is_named_with_both_shapes(small_folder):
   path = rewrite(small_folder, lambda s: s.update({
       'down_blocks.0.resnets.0.conv1.weight': torch.zeros(128, 32, 3, 3)}))
-  assert refusal(small_folder) == (
-      f"{path} does not fit models.ddpm.DDPM: down_blocks.0.resnets.0.conv1.weight -> "
-      f"down.0.blocks.0.conv1.weight: checkpoint (128, 32, 3, 3) vs model (32, 32, 3, 3); "
-      f"1 keys differ (1 shapes, 0 missing, 0 unexpected)")
+  message = refusal(small_folder)   # our name of diffusers' down_blocks.0.resnets.0.conv1.weight
+  assert message.startswith(f"{path}: ") and message.endswith(
+      "down.0.blocks.0.conv1.weight: checkpoint (128, 32, 3, 3) vs model (32, 32, 3, 3); "
+      "1 keys differ (1 shapes, 0 missing, 0 unexpected)")
 
 
 def test_a_missing_tensor_is_named(small_folder):
   rewrite(small_folder, lambda s: s.pop('mid_block.attentions.0.to_k.bias'))
-  assert ('mid_block.attentions.0.to_k.bias -> mid.attns.0.k.bias: checkpoint absent vs model '
-          '(64,); 1 keys differ (0 shapes, 1 missing, 0 unexpected)') in refusal(small_folder)
+  assert ('mid.attns.0.k.bias: checkpoint absent vs model (64,); 1 keys differ (0 shapes, '
+          '1 missing, 0 unexpected)') in refusal(small_folder)   # diffusers' ...to_k.bias
 
 
 def test_an_unexpected_tensor_is_named(small_folder):
@@ -229,3 +233,39 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(small_folder
   assert not marker.exists()
   torch.load(weights, weights_only=False)['conv_in.weight'].close()   # a plain unpickle runs it
   assert marker.exists()
+
+
+def small_config():
+  config = get_config()
+  config.update_from_flattened_dict({f'model.{k}': v for k, v in SMALL_DDPM.items()
+                                     if k != 'image_size'})
+  config.data.image_size = SMALL_DDPM['image_size']
+  return config
+
+
+def test_a_folder_restores_as_its_own_average_and_converts_into_a_run(small_folder, tmp_path):
+  """The published weights are the EMA's (Ho et al. release averaged weights): raw and EMA
+  networks both compute UNet2DModel's function, and the converted run loads the same."""
+  unet = UNet2DModel.from_pretrained(small_folder).eval()
+  model, ema, state = restore(small_config(), str(small_folder))
+  model.eval()   # ddpm_cifar10 has dropout 0.1
+  assert state['step'] == 0 and max_relative_error(model, unet, 16) < TOLERANCE
+  ema.copy_to(model)
+  assert max_relative_error(model, unet, 16) < TOLERANCE
+  path = convert(small_config(), str(small_folder), str(tmp_path / 'run'))
+  converted = restore(small_config(), path)[0].eval()
+  assert max_relative_error(converted, unet, 16) < TOLERANCE
+
+
+def test_run_py_samples_from_a_diffusers_folder(small_folder, tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  overrides = [f'--config.model.{k}={v}' for k, v in SMALL_DDPM.items() if k != 'image_size']
+  result = subprocess.run(
+      [sys.executable, 'run.py', '--mode', 'sample', '--config', 'ddpm_cifar10',
+       '--workdir', str(tmp_path / 'run'), *overrides, '--config.data.image_size=16',
+       f'--config.eval.ckpt={small_folder}', '--config.device=cpu',
+       '--config.sampling.method=ode', '--config.sampling.rtol=0.1', '--config.sampling.atol=0.1',
+       '--config.sampling.num_samples=2', '--config.sampling.batch_size=2'],
+      cwd=root, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'2 samples from {small_folder.name} (step 0)' in result.stdout

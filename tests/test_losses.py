@@ -16,6 +16,7 @@ from scipy import integrate
 from configs.default import get_default_config
 from sde_lib import SubVPSDE, VESDE, VPSDE, get_sde
 from gmm_oracle import ring_mixture
+from network_labels import time_of_label
 from training.losses import dsm_per_sample, get_loss_fn
 
 MU = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
@@ -69,9 +70,8 @@ class ExactGaussianEpsModel(torch.nn.Module):
     self.sde, self.continuous = sde, continuous
 
   def forward(self, x, labels):
-    t = labels * self.sde.T / (self.sde.N - 1)
     if self.continuous:
-      mean_coeff, std = self.sde.marginal_coeffs(t)
+      mean_coeff, std = self.sde.marginal_coeffs(time_of_label(self.sde, labels))
     else:
       index = labels.round().long()
       std = self.sde.chain_std(index)

@@ -1,21 +1,12 @@
 """Networks become score functions: s = -eps / s(t) (Ho et al. 2020; Song et al. 2021)."""
-import math
-
 import pytest
 import torch
 
 from models.score_fn import get_score_fn, get_x0_fn
 from sde_lib import SubVPSDE, VESDE, VPSDE
+from network_labels import time_of_label
 
 SIGMA0 = 0.7   # data x_0 ~ N(0, SIGMA0^2 I): p_t = N(0, (m^2 SIGMA0^2 + s^2) I)
-
-
-def time_of_label(sde, label):
-  """score_sde's continuous labels, inverted by hand: VE networks get sigma(t) =
-  sigma_min (sigma_max / sigma_min)^t, the others t (N - 1) (t in [0, 1])."""
-  if isinstance(sde, VESDE):
-    return torch.log(label / sde.sigma_min) / math.log(sde.sigma_max / sde.sigma_min)
-  return label / (sde.N - 1)
 
 
 class OracleEps(torch.nn.Module):

@@ -101,18 +101,18 @@ def test_interrupted_run_saves_its_last_step_and_resumes_exactly(tmp_path, one_t
   reaches the same step-20 weights as an uninterrupted run."""
   straight, interrupted = str(tmp_path / 'straight'), str(tmp_path / 'interrupted')
   train(tiny_config(20), straight, progress=False)
-  real_update = Trainer._update
+  real_update = Trainer.update
 
   def update_until_14(self, model, x):
     if self.step + 1 == 14:
       raise KeyboardInterrupt
     return real_update(self, model, x)
 
-  monkeypatch.setattr(Trainer, '_update', update_until_14)
+  monkeypatch.setattr(Trainer, 'update', update_until_14)
   with pytest.raises(KeyboardInterrupt):
     train(tiny_config(20), interrupted, progress=False)
   assert load_checkpoint(os.path.join(interrupted, 'checkpoints', 'ckpt_13.pt'))['step'] == 13
-  monkeypatch.setattr(Trainer, '_update', real_update)
+  monkeypatch.setattr(Trainer, 'update', real_update)
   train(tiny_config(20), interrupted, progress=False)
   a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt'))
   b = load_checkpoint(os.path.join(interrupted, 'checkpoints', 'ckpt_20.pt'))

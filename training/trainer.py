@@ -19,13 +19,12 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 import sde_lib
-from configs.run_config import resume_changes
+from configs.run_config import resume_changes, write_run_config
 from data import get_data_scaler, get_dataset
 from models import ExponentialMovingAverage, get_model
 from samplers.draw import data_sampler, draw_samples
 from training.losses import get_loss_fn
 from utils import checkpoint, workdir as layout
-from utils.atomic import atomic_write
 from utils.device import get_device
 from utils.errors import ConfigError
 from utils.pictures import sample_picture
@@ -103,11 +102,6 @@ class EpochBatches:
       epoch, skip = epoch + 1, 0
 
 
-def write_config(config, workdir):
-  atomic_write(layout.config_path(workdir),
-               lambda f: f.write(config.to_json(indent=2, sort_keys=True).encode()))
-
-
 class Trainer:
   """Owns the model, EMA, optimizer and the workdir; `run()` trains to config.training.n_iters.
 
@@ -151,7 +145,8 @@ class Trainer:
     checkpoint.load_state_strict(self.model, state['model'])
     try:
       self.ema.load_state_dict(state['ema'])
-      self.optimizer.load_state_dict(state['optimizer'])
+      if 'optimizer' in state:   # imported published weights may come without one
+        self.optimizer.load_state_dict(state['optimizer'])
     except ValueError as e:
       raise checkpoint.CheckpointError(f"{path}: {e}") from None
     self.step = int(state['step'])
@@ -166,7 +161,7 @@ class Trainer:
     config, train = self.config, self.config.training
     if self.ddp.is_main:
       os.makedirs(layout.samples_dir(self.workdir), exist_ok=True)
-      write_config(config, self.workdir)
+      write_run_config(config, self.workdir)
       self.writer = SummaryWriter(layout.tensorboard_dir(self.workdir))
       if self.resumed_from:
         tqdm.write(f"resuming from {self.resumed_from} (step {self.step})")
@@ -182,7 +177,7 @@ class Trainer:
       while self.step < train.n_iters:
         torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step + 1))
         x, _ = next(batches)
-        lr, loss, grad_norm = self._update(model, self.scaler(x.to(self.ddp.device)))
+        lr, loss, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)))
         self.step += 1   # only once the update (and its EMA) is complete
         losses.append(loss)
         bar.update(1)
@@ -207,7 +202,7 @@ class Trainer:
     self.ddp.close()
     return self.step
 
-  def _update(self, model, x):
+  def update(self, model, x):
     """Step self.step + 1: Adam at the warm-up learning rate, gradient clipping, EMA update."""
     lr = learning_rate(self.config.optim, self.step + 1)
     for group in self.optimizer.param_groups:
