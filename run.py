@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from configs.resolve import DEFAULT_CONFIG, config_name, resolve_config_argv
+from configs.resolve import DEFAULT_CONFIG, config_argv_or_exit, config_name
 from configs.run_config import inference_config
 from evaluation import evaluate
 from evaluation.shards import save_samples, to_storage
@@ -97,12 +97,7 @@ def main(argv):
 
 
 def run():
-  try:
-    argv = resolve_config_argv(sys.argv)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  app.run(main, argv=argv)
+  app.run(main, argv=config_argv_or_exit(sys.argv))
 
 
 if __name__ == '__main__':

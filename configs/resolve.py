@@ -3,6 +3,7 @@ and an override `--config.a.b=v` of a field no config has is refused with a sugg
 import difflib
 import os
 import re
+import sys
 
 from configs.default import get_default_config
 from configs.run_config import flatten
@@ -62,3 +63,13 @@ def resolve_config_argv(argv):
       out[i] = '--config=' + resolve_config(out[i][len('--config='):])
     i += 1
   return out
+
+
+def config_argv_or_exit(argv):
+  """resolve_config_argv for a program's entry point: a bad --config or override ends the
+  program with one line on stderr and exit status 1."""
+  try:
+    return resolve_config_argv(argv)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)

@@ -11,22 +11,13 @@ dimensions, t in [1e-5, 1]) on CIFAR-10 in [-1, 1] with random flips; batch 128,
 16x16, dropout 0.1, skip rescaling, positional embedding, no FIR, no progressive paths, eps
 output); Euler-Maruyama predictor, no corrector, 1,000 steps down to t = 1e-3.
 
-configs/default.py holds the rest; this file sets what differs (tests/test_configs.py pins
+configs/vp_cifar10.py holds the rest; this file sets what differs (tests/test_configs.py pins
 every number above).
 """
-from configs.default import get_default_config
+from configs import vp_cifar10
 
 
 def get_config():
-  config = get_default_config()
+  config = vp_cifar10.get_config()
   config.sde.name = 'subvpsde'
-
-  config.training.n_iters = 1_300_000
-  config.training.reduce_mean = True
-
-  config.sampling.predictor = 'euler_maruyama'
-  config.sampling.corrector = 'none'
-
-  config.model.name = 'ncsnpp'
-  config.model.num_res_blocks = 4
   return config

@@ -11,28 +11,14 @@ warm-up steps, gradient clipping at 1, EMA 0.999; NCSN++ (`ncsnpp`, nf 128, ch_m
 scale 16, FIR kernel (1, 3, 3, 1), residual input pyramid, score output); PC sampling,
 reverse diffusion + one Langevin step (snr 0.16), 1,000 steps down to t = 1e-5.
 
-configs/default.py holds the rest; this file sets what differs (tests/test_configs.py pins
+configs/ve_cifar10.py holds the rest; this file sets what differs (tests/test_configs.py pins
 every number above).
 """
-from configs.default import get_default_config
+from configs import ve_cifar10
 
 
 def get_config():
-  config = get_default_config()
-  config.sde.name = 'vesde'
-
+  config = ve_cifar10.get_config()
   config.training.n_iters = 950_000
-
-  config.sampling.eps = 1e-5
-
-  config.data.centered = False
-
-  config.model.name = 'ncsnpp'
-  config.model.parameterization = 'score'
-  config.model.ema_rate = 0.999
   config.model.num_res_blocks = 8
-  config.model.embedding_type = 'fourier'
-  config.model.fir = True
-  config.model.progressive_input = 'residual'
-  config.model.scale_by_sigma = True
   return config

@@ -12,20 +12,14 @@ ch_mult 1-2-2-2, attention at 16x16, dropout 0.1, BigGAN blocks, skip rescaling,
 embedding, no FIR, no progressive paths, eps output); Euler-Maruyama predictor, no corrector,
 1,000 steps down to t = 1e-3.
 
-configs/default.py holds the rest; this file sets what differs (tests/test_configs.py pins
+configs/vp_cifar10.py holds the rest; this file sets what differs (tests/test_configs.py pins
 every number above).
 """
-from configs.default import get_default_config
+from configs import vp_cifar10
 
 
 def get_config():
-  config = get_default_config()
+  config = vp_cifar10.get_config()
   config.training.n_iters = 950_000
-  config.training.reduce_mean = True
-
-  config.sampling.predictor = 'euler_maruyama'
-  config.sampling.corrector = 'none'
-
-  config.model.name = 'ncsnpp'
   config.model.num_res_blocks = 8
   return config

@@ -15,7 +15,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from configs.resolve import resolve_config_argv
+from configs.resolve import config_argv_or_exit
 from configs.run_config import write_run_config
 from models.restore import restore
 from utils.checkpoint import list_checkpoints, save_checkpoint
@@ -50,9 +50,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  try:
-    args = resolve_config_argv(sys.argv)
-  except ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  app.run(main, argv=args)
+  app.run(main, argv=config_argv_or_exit(sys.argv))
