@@ -10,10 +10,15 @@ from torch import nn
 from utils.errors import ConfigError
 
 
-def default_init_(layer, scale=1.0):
+def variance_scaling_(tensor, scale=1.0):
   """Ho et al.'s init: variance scaling (fan_avg, uniform), i.e. Xavier-uniform with gain
-  sqrt(scale), zero bias. A scale of 0 means 1e-10 (a near-zero residual branch)."""
-  nn.init.xavier_uniform_(layer.weight, gain=math.sqrt(scale or 1e-10))
+  sqrt(scale). A scale of 0 means 1e-10 (a near-zero residual branch)."""
+  return nn.init.xavier_uniform_(tensor, gain=math.sqrt(scale or 1e-10))
+
+
+def default_init_(layer, scale=1.0):
+  """variance_scaling_ of the weight, zero bias."""
+  variance_scaling_(layer.weight, scale)
   nn.init.zeros_(layer.bias)
   return layer
 

@@ -13,9 +13,9 @@ import math
 import torch
 from torch import nn
 
-from models.layers import SinusoidalEmbedding, check_labels
+from models.layers import SinusoidalEmbedding, check_labels, linear
 from models.ncsnpp_layers import (AttnBlock, Combine, Downsample, GaussianFourierProjection,
-                                  ResnetBlockBigGAN, ResnetBlockDDPM, Upsample, conv2d, dense,
+                                  ResnetBlockBigGAN, ResnetBlockDDPM, Upsample, conv2d,
                                   group_norm, residual_sum)
 from utils.errors import ConfigError
 
@@ -103,7 +103,7 @@ class NCSNpp(nn.Module):
       self.positional = SinusoidalEmbedding(nf)
       embed_dim = nf
     if conditional:
-      plan['temb'] = (add(dense(embed_dim, temb_dim)), add(dense(temb_dim, temb_dim)))
+      plan['temb'] = (add(linear(embed_dim, temb_dim)), add(linear(temb_dim, temb_dim)))
 
     plan['conv_in'] = add(conv2d(in_channels, nf, 3))
     skip_channels, in_ch, pyramid_ch = [nf], nf, in_channels

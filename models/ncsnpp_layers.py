@@ -13,26 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import fir
-
-
-def variance_scaling_(tensor, scale=1.0):
-  """Xavier-uniform with gain sqrt(scale) (fan_avg, uniform); a scale of 0 means 1e-10."""
-  return nn.init.xavier_uniform_(tensor, gain=math.sqrt(scale or 1e-10))
+from models.layers import default_init_, linear, variance_scaling_
 
 
 def conv2d(in_ch, out_ch, kernel_size, stride=1, padding=None, init_scale=1.0):
-  conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride,
-                   padding=kernel_size // 2 if padding is None else padding)
-  variance_scaling_(conv.weight, init_scale)
-  nn.init.zeros_(conv.bias)
-  return conv
-
-
-def dense(in_features, out_features):
-  layer = nn.Linear(in_features, out_features)
-  variance_scaling_(layer.weight)
-  nn.init.zeros_(layer.bias)
-  return layer
+  return default_init_(nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride,
+                                 padding=kernel_size // 2 if padding is None else padding),
+                       init_scale)
 
 
 def group_norm(channels):
@@ -166,7 +153,7 @@ class ResnetBlockDDPM(nn.Module):
     self.GroupNorm_0 = group_norm(in_ch)
     self.Conv_0 = conv2d(in_ch, out_ch, 3)
     if temb_dim is not None:
-      self.Dense_0 = dense(temb_dim, out_ch)
+      self.Dense_0 = linear(temb_dim, out_ch)
     self.GroupNorm_1 = group_norm(out_ch)
     self.Dropout_0 = nn.Dropout(dropout)
     self.Conv_1 = conv2d(out_ch, out_ch, 3, init_scale=init_scale)
@@ -195,7 +182,7 @@ class ResnetBlockBigGAN(nn.Module):
     self.GroupNorm_0 = group_norm(in_ch)
     self.Conv_0 = conv2d(in_ch, out_ch, 3)
     if temb_dim is not None:
-      self.Dense_0 = dense(temb_dim, out_ch)
+      self.Dense_0 = linear(temb_dim, out_ch)
     self.GroupNorm_1 = group_norm(out_ch)
     self.Dropout_0 = nn.Dropout(dropout)
     self.Conv_1 = conv2d(out_ch, out_ch, 3, init_scale=init_scale)
