@@ -123,8 +123,8 @@ def get_default_config():
   evaluate.vlb_num_images = 0         # test images for the DDPM bound; 0 = the whole split
   evaluate.vlb_variance = 'beta'      # the bound's reverse variance: 'beta' | 'beta_tilde'
                                       # (Ho et al.'s fixedlarge | fixedsmall), independent of the
-                                      # sampler's. 'beta' is the tighter bound on digits: 2.99 vs
-                                      # 3.17 bits/dim (benchmarks/vlb_variance.py, 3000 steps)
+                                      # sampler's. 'beta' is the tighter bound on digits: 3.00 vs
+                                      # 3.18 bits/dim (benchmarks/vlb_variance.py, 3000 steps)
   evaluate.bpd_eps = 1e-5             # probability-flow likelihood: start time eps
   evaluate.bpd_rtol = 1e-5            # ... and the ODE solver's tolerances
   evaluate.bpd_atol = 1e-5
