@@ -1,6 +1,6 @@
 """score_sde_pytorch's checkpoints and networks, against what the reference implementation
-wrote (../shared/interop): tiny random-weight checkpoints with the reference's own output on a
-stored batch, and the full-size CIFAR-10 networks' state-dict manifests."""
+wrote (tests/fixtures/score_sde): tiny random-weight checkpoints with the reference's own
+output on a stored batch, and the full-size CIFAR-10 networks' state-dict manifests."""
 import json
 import os
 import subprocess
@@ -19,7 +19,7 @@ from training.trainer import train
 from utils.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INTEROP = os.path.join(ROOT, '..', 'shared', 'interop')
+INTEROP = os.path.join(ROOT, 'tests', 'fixtures', 'score_sde')
 FIXTURES = {'tiny_vp_ddpmpp_continuous': vp_cifar10, 'tiny_ve_ncsnpp_continuous': ve_cifar10}
 MANIFESTS = {'score_sde_vp_cifar10_ddpmpp_continuous': vp_cifar10,
              'score_sde_subvp_cifar10_ddpmpp_continuous': subvp_cifar10,
