@@ -34,7 +34,7 @@ def restore(config, path):
     load_state_strict(model, state['model'])
     ema = ExponentialMovingAverage(model, config.model.ema_rate, warmup=config.model.ema_warmup)
     ema.load_state_dict(state['ema'])
-  except (CheckpointError, ValueError) as e:
+  except ValueError as e:   # CheckpointError (a ConfigError) and EMA misfits alike
     raise CheckpointError(f"{path}: {e}") from None
   return model, ema, state
 
