@@ -37,10 +37,12 @@ def get_default_config():
   training.keep_checkpoints = 3
 
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = 'pc'              # 'pc' | 'ode' | 'sde' | 'ancestral'
+  sampling.method = 'pc'              # 'pc' | 'ode' | 'sde' | 'ancestral' (the paper's), or a fast
+                                      # sampler: 'ddim' | 'heun' | 'ipndm' | 'dpm_solver' | 'unipc' | 'dpm_solver_v3'
   sampling.predictor = 'reverse_diffusion'  # 'euler_maruyama' | 'reverse_diffusion' | 'ancestral' | 'none'
   sampling.corrector = 'langevin'     # 'langevin' | 'ald' | 'none'
-  sampling.steps = 1000               # predictor steps (score evaluations per corrector step)
+  sampling.steps = 1000               # predictor steps (score evaluations per corrector step);
+                                      # a fast sampler's budget of score evaluations
   sampling.snr = 0.16                 # Langevin signal-to-noise ratio r (Alg. 4/5)
   sampling.n_steps_each = 1           # corrector steps per predictor step
   sampling.noise_removal = True       # final step returns its mean (no noise)
@@ -50,6 +52,16 @@ def get_default_config():
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
   sampling.sde_solver = 'euler'       # torchsde method for method='sde'
+  # Fast samplers: 'default' (or order 0) is each method's best measured setting (samplers/registry.py).
+  sampling.time_schedule = 'default'  # 'uniform' | 'quadratic' | 'logsnr' | 'karras' (t_end = sampling.eps)
+  sampling.variant = 'default'        # dpm_solver: 'fast' | '2m' | '3m'; unipc: 'bh1' | 'bh2'
+  sampling.order = 0                  # solver order (ipndm 1-4, dpm_solver / unipc 1-3)
+  sampling.eta = 0.0                  # ddim: 0 deterministic, 1 ancestral (beta-tilde)
+  sampling.s_churn = 0.0              # heun: EDM's stochasticity S_churn, S_tmin, S_tmax, S_noise
+  sampling.s_tmin = 0.0
+  sampling.s_tmax = float('inf')
+  sampling.s_noise = 1.0
+  sampling.thresholding = False       # dynamic thresholding of x0_hat (data-prediction solvers)
   sampling.num_samples = 64
   sampling.batch_size = 64
 

@@ -3,6 +3,10 @@ import functools
 
 import torch
 
+from samplers.ddim import ddim
+from samplers.fast import fast_sample, fast_times
+from samplers.heun import heun
+from samplers.ipndm import ipndm
 from samplers.langevin import annealed_langevin, langevin
 from samplers.pc import pc_sample
 from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
@@ -12,7 +16,44 @@ from sde_lib import DiscreteChain
 from utils.errors import ConfigError
 
 CORRECTORS = {'langevin': langevin, 'ald': annealed_langevin, 'none': None}
-METHODS = ('pc', 'ancestral', 'ode', 'sde')
+
+
+class FastSampler:
+  """A fast sampler: its solver, its measured-best defaults for the 'default' settings
+  (time_schedule, variant, order), and which other config.sampling fields it reads."""
+
+  def __init__(self, solver, defaults, options=(), orders=(), variants=()):
+    self.solver, self.defaults, self.options = solver, defaults, options
+    self.choices = dict(order=orders, variant=variants)   # allowed values of order, variant
+
+  def settings(self, config):
+    """time_schedule, variant and order with 'default' / 0 replaced by this method's own."""
+    chosen = dict(time_schedule=config.time_schedule, variant=config.variant, order=config.order)
+    return {k: self.defaults.get(k) if v in ('default', 0) else v for k, v in chosen.items()}
+
+  def kwargs(self, config):
+    """(time_schedule, the solver's keyword arguments); ConfigError for a choice it lacks."""
+    settings = self.settings(config)
+    kwargs = {}
+    for name, allowed in self.choices.items():
+      if allowed:
+        if settings[name] not in allowed:
+          raise ConfigError(f"{config.method} takes sampling.{name} in {list(allowed)}, "
+                            f"got {settings[name]!r}")
+        kwargs[name] = settings[name]
+      elif settings[name] is not None:
+        raise ConfigError(f"{config.method} has no sampling.{name} (got {settings[name]!r})")
+    kwargs.update({k: config[k] for k in self.options})
+    return settings['time_schedule'], kwargs
+
+
+FAST_SAMPLERS = {
+    'ddim': FastSampler(ddim, dict(time_schedule='uniform'), options=('eta',)),
+    'heun': FastSampler(heun, dict(time_schedule='karras'),
+                        options=('s_churn', 's_tmin', 's_tmax', 's_noise')),
+    'ipndm': FastSampler(ipndm, dict(time_schedule='karras', order=4), orders=(1, 2, 3, 4)),
+}
+METHODS = ('pc', 'ancestral', 'ode', 'sde') + tuple(FAST_SAMPLERS)
 
 
 def get_predictor(name, variance='beta_tilde'):
@@ -36,7 +77,9 @@ def get_sampler(config, sde, shape, device=None, continuous=True):
   corrector), 'ode' (probability flow, torchdiffeq), 'sde' (reverse SDE, torchsde).
   A discrete-time model (continuous=False) knows only its chain's steps: 'pc' and 'ancestral'
   then step along the chain itself (DiscreteChain: 'ancestral' is Ho et al.'s Algorithm 2),
-  while 'ode' and 'sde' integrate the SDE with the score of the nearest chain step.
+  while 'ode' and 'sde' integrate the SDE with the score of the nearest chain step. The fast
+  samplers (FAST_SAMPLERS; config.steps is their budget of score evaluations) run on the SDE
+  too, except 'ddim', which steps on a subsequence of the chain as Song et al. define it.
   Settings that cannot run raise ConfigError here, before any sampling.
   """
   common = dict(eps=config.eps, noise_removal=config.noise_removal, device=device)
@@ -60,6 +103,14 @@ def get_sampler(config, sde, shape, device=None, continuous=True):
   elif config.method == 'sde':
     run = functools.partial(reverse_sde_sample, sde, shape=shape, method=config.sde_solver,
                             steps=config.steps, **common)
+  elif config.method in FAST_SAMPLERS:
+    fast = FAST_SAMPLERS[config.method]
+    schedule, kwargs = fast.kwargs(config)
+    chain = DiscreteChain(sde) if not continuous and config.method == 'ddim' else None
+    times = fast_times(sde, schedule, config.eps, config.steps, config.noise_removal, chain)
+    run = functools.partial(fast_sample, chain or sde, shape=shape, solver=fast.solver,
+                            steps=config.steps, times=times, thresholding=config.thresholding,
+                            **common, **kwargs)
   else:
     raise ConfigError(f"unknown sampling method {config.method!r}; choose one of {list(METHODS)}")
 

@@ -52,6 +52,23 @@ class SDE(abc.ABC):
     mean_coeff, std = self.marginal_coeffs(t)
     return (x + batch_broadcast(std ** 2, x) * score) / batch_broadcast(mean_coeff, x)
 
+  def log_snr(self, t):
+    """lambda(t) = log(m(t) / s(t)), half the log signal-to-noise ratio; it decreases in t and
+    is the variable of the exponential-integrator solvers (DPM-Solver, UniPC)."""
+    mean_coeff, std = self.marginal_coeffs(t)
+    return torch.log(mean_coeff) - torch.log(std)
+
+  def time_of_log_snr(self, lam):
+    """The time t in [0, T] with lambda(t) = lam, by bisection in float64 (lambda is monotone,
+    so one method serves every schedule; 64 halvings reach float64's resolution of [0, T])."""
+    lam = torch.as_tensor(lam, dtype=torch.float64)
+    lo, hi = torch.zeros_like(lam), torch.full_like(lam, self.T)
+    for _ in range(64):
+      mid = (lo + hi) / 2
+      early = self.log_snr(mid) > lam     # lambda(mid) above the target: t lies later
+      lo, hi = torch.where(early, mid, lo), torch.where(early, hi, mid)
+    return (lo + hi) / 2
+
   def network_label(self, t):
     """The time input of a continuous-time network (score_sde's convention): t (N - 1) / T."""
     return t * ((self.N - 1) / self.T)

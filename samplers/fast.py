@@ -1,0 +1,53 @@
+"""The driver every fast sampler shares: prior draw, step schedule, budget, final denoising.
+
+A fast sampler is `solver(model, x, budget, times, generator=None, **options) -> x`: it
+spends at most `budget` score evaluations through `model` (a Predictions) and steps over
+`times(n)`, n + 1 decreasing times from T to the schedule's end, for the n its algorithm
+takes for that budget. The driver counts what it actually spent.
+
+How the last step lands (`noise_removal`): with it, the solver runs to t_end on budget - 1
+evaluations and the result is Tweedie's x0_hat(x_{t_end}, t_end), the limit of a first-order
+step to t = 0 (EDM's final Euler step to sigma = 0, DDIM's step to alphabar = 1); without it
+the sample x_{t_end} is returned as DPM-Solver's paper does.
+"""
+import functools
+
+from samplers.predictions import Predictions
+from samplers.progress import TimeProgress
+from samplers.time_schedules import chain_times, sampling_times
+from utils.errors import ConfigError
+
+
+def fast_times(sde, time_schedule, eps, steps, noise_removal=True, chain=None):
+  """times(n): n + 1 times from T down to the schedule's end, `time_schedule` on the SDE with
+  t_end = eps, or with `chain` (a DiscreteChain) its own steps down to chain step 0 (DDIM on a
+  discrete-time model). Raises ConfigError now for a schedule, end time or budget that cannot run."""
+  if steps - int(noise_removal) < 1:
+    raise ConfigError(f"sampling.steps={steps} leaves no evaluation for the solver"
+                      + (" after the final denoising (noise_removal)" if noise_removal else ""))
+  if chain is not None:
+    times = functools.partial(chain_times, chain, time_schedule)
+  else:
+    times = functools.partial(sampling_times, sde, time_schedule, t_end=eps)
+  times(1)
+  return times
+
+
+def fast_sample(sde, score_fn, shape, solver, steps, times, eps=None, noise_removal=True,
+                thresholding=False, generator=None, device=None, progress=True, **options):
+  """x_T ~ prior, then `solver` on `times` (from fast_times) with a budget of `steps` score
+  evaluations; `sde` is the process the times belong to (a DiscreteChain for a chain's own
+  steps). `eps` is unused: the times carry their end. Returns (x, nfe)."""
+  budget = steps - int(noise_removal)
+  t_end = float(times(1)[-1])
+  device = generator.device if generator is not None else (device or 'cpu')
+  x = sde.prior_sampling(shape, generator=generator, device=device)
+  bar = TimeProgress(sde.T, t_end, solver.__name__, progress)
+  model = Predictions(sde, score_fn, thresholding, on_time=bar.reached)
+  x = solver(model, x, budget, times, generator=generator, **options)
+  if noise_removal:
+    x = model.x0(x, t_end)
+  bar.close()
+  if model.nfe > steps:
+    raise RuntimeError(f"{solver.__name__} spent {model.nfe} evaluations of a budget of {steps}")
+  return x, model.nfe
