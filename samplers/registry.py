@@ -48,10 +48,10 @@ class FastSampler:
 
 
 FAST_SAMPLERS = {
-    'ddim': FastSampler(ddim, dict(time_schedule='uniform'), options=('eta',)),
-    'heun': FastSampler(heun, dict(time_schedule='karras'),
+    'ddim': FastSampler(ddim, dict(time_schedule='quadratic'), options=('eta',)),
+    'heun': FastSampler(heun, dict(time_schedule='quadratic'),
                         options=('s_churn', 's_tmin', 's_tmax', 's_noise')),
-    'ipndm': FastSampler(ipndm, dict(time_schedule='karras', order=4), orders=(1, 2, 3, 4)),
+    'ipndm': FastSampler(ipndm, dict(time_schedule='logsnr', order=4), orders=(1, 2, 3, 4)),
 }
 METHODS = ('pc', 'ancestral', 'ode', 'sde') + tuple(FAST_SAMPLERS)
 

@@ -59,8 +59,9 @@ class SDE(abc.ABC):
     return torch.log(mean_coeff) - torch.log(std)
 
   def time_of_log_snr(self, lam):
-    """The time t in [0, T] with lambda(t) = lam, by bisection in float64 (lambda is monotone,
-    so one method serves every schedule; 64 halvings reach float64's resolution of [0, T])."""
+    """The time t with lambda(t) = lam (0 or T for lam outside lambda's range on [0, T]), by
+    bisection in float64: lambda is monotone, so one method serves every schedule, and 64
+    halvings reach float64's resolution of [0, T]."""
     lam = torch.as_tensor(lam, dtype=torch.float64)
     lo, hi = torch.zeros_like(lam), torch.full_like(lam, self.T)
     for _ in range(64):
