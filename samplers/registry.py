@@ -49,7 +49,7 @@ class FastSampler:
 
 FAST_SAMPLERS = {
     'ddim': FastSampler(ddim, dict(time_schedule='quadratic'), options=('eta',)),
-    'heun': FastSampler(heun, dict(time_schedule='quadratic'),
+    'heun': FastSampler(heun, dict(time_schedule='uniform'),
                         options=('s_churn', 's_tmin', 's_tmax', 's_noise')),
     'ipndm': FastSampler(ipndm, dict(time_schedule='logsnr', order=4), orders=(1, 2, 3, 4)),
 }
