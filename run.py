@@ -49,7 +49,7 @@ def sample(config, workdir):
   checkpoint = resolve_checkpoint(workdir, config.eval.ckpt)
   model, step, name = restore_for_inference(config, workdir, checkpoint, device)
   s = config.sampling
-  draw = data_sampler(config, get_sde(config), model, device)
+  draw = data_sampler(config, get_sde(config), model, device, checkpoint=checkpoint)
   samples, nfe = draw_samples(draw, s.num_samples, s.batch_size, config.seed, device)
   npz, png = sample_paths(workdir, samples_key(config, s, checkpoint, s.batch_size, device))
   save_samples(npz, png, to_storage(samples), nfe=nfe, step=step)

@@ -51,7 +51,9 @@ def get_default_config():
   sampling.ode_method = 'dopri5'
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
-  sampling.sde_solver = 'euler'       # torchsde method for method='sde'
+  sampling.sde_solver = 'euler'       # torchsde method for method='sde', or 'adaptive'
+  sampling.sde_atol = 0.0078          # adaptive: eps_abs, data range / 256 (0.0039 for [0, 1] data)
+  sampling.sde_rtol = 0.01            # adaptive: eps_rel (Jolicoeur-Martineau et al. 2021)
   # Fast samplers: 'default' (or order 0) is each method's best measured setting (samplers/registry.py).
   sampling.time_schedule = 'default'  # 'uniform' | 'quadratic' | 'logsnr' | 'karras' (t_end = sampling.eps)
   sampling.variant = 'default'        # dpm_solver: 'fast' | '2m' | '3m'; unipc: 'bh1' | 'bh2'
@@ -62,6 +64,8 @@ def get_default_config():
   sampling.s_tmax = float('inf')
   sampling.s_noise = 1.0
   sampling.thresholding = False       # dynamic thresholding of x0_hat (data-prediction solvers)
+  sampling.ems_samples = 4096         # dpm_solver_v3: training points its EMS are estimated from
+  sampling.ems_grid = 1200            # dpm_solver_v3: EMS grid intervals, uniform in lambda on [eps, T]
   sampling.num_samples = 64
   sampling.batch_size = 64
 

@@ -140,7 +140,7 @@ def evaluate(config, workdir):
   sde = get_sde(config)
   specs = e.samplers or ('',)
   samplings = [parse_sampler_spec(spec, config.sampling) for spec in specs]
-  draws = [data_sampler(config, sde, model, device, sampling) for sampling in samplings]
+  draws = [data_sampler(config, sde, model, device, sampling, checkpoint) for sampling in samplings]
   notes = []
   space = feature_space(config, device, notes) if e.enable_fid else None
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)

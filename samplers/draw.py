@@ -16,8 +16,9 @@ import torch
 
 from configs.default import get_default_config
 from configs.run_config import model_fields
-from data import data_shape, get_data_inverse_scaler
+from data import data_shape, get_data_inverse_scaler, get_data_scaler, get_eval_dataset
 from models import get_score_fn
+from samplers.ems import EMS, EMS_VERSION, compute_ems
 from samplers.registry import get_sampler
 
 # Fields of config.sampling that do not change how a sample is drawn: how many are drawn, and
@@ -25,22 +26,29 @@ from samplers.registry import get_sampler
 NOT_SAMPLER_SETTINGS = ('num_samples', 'batch_size')
 
 
-def data_sampler(config, sde, model, device, sampling=None):
+def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
   """draw(n, generator=None, progress=True) -> (n samples in data space on the CPU, score
   evaluations per sample) with `sampling` (default config.sampling) on the network's score.
 
   The sampler is built here, so a setting it cannot run raises ConfigError before anything is
   drawn. The network is used as given (callers put EMA weights in and switch to eval mode).
+  'dpm_solver_v3' samples with the network's EMS: those of `checkpoint` (the path its weights
+  came from), computed once and cached beside it (checkpoint_ems); without a path (training
+  snapshots) those of the weights the network has when a set is drawn (current_weights_ems).
   """
   sampling = config.sampling if sampling is None else sampling
   continuous = config.training.continuous
   score_fn = get_score_fn(sde, model, continuous, config.model.parameterization)
   inverse_scaler = get_data_inverse_scaler(config)
+  ems = None
+  if sampling.method == 'dpm_solver_v3':
+    ems = (checkpoint_ems(config, sampling, sde, score_fn, checkpoint, device) if checkpoint
+           else current_weights_ems(config, sampling, sde, score_fn, model, device))
 
   @functools.lru_cache(maxsize=None)
   def sampler(n):
     return get_sampler(sampling, sde, (n,) + data_shape(config), device=device,
-                       continuous=continuous)
+                       continuous=continuous, ems=ems)
 
   sampler(sampling.batch_size)   # built now: a setting it cannot run stops the caller here
 
@@ -49,6 +57,68 @@ def data_sampler(config, sde, model, device, sampling=None):
     return inverse_scaler(x).cpu(), nfe
 
   return draw
+
+
+def training_ems(config, sampling, sde, score_fn, device, progress=True):
+  """The EMS of score_fn (samplers/ems.py) from sampling.ems_samples training points (a subset
+  drawn with config.seed, as stored: no flips or dequantization; scaled to the model's range) on
+  sampling.ems_grid intervals in lambda from T to sampling.eps."""
+  dataset = get_eval_dataset(config, 'train')
+  generator = torch.Generator().manual_seed(config.seed)
+  index = torch.randperm(len(dataset), generator=generator)[:sampling.ems_samples]
+  data = get_data_scaler(config)(torch.stack([dataset[int(i)][0] for i in index]))
+  return compute_ems(score_fn, sde, data.to(device), sampling.eps, sampling.ems_grid,
+                     sampling.batch_size, generator=generator, progress=progress)
+
+
+def ems_path(config, sampling, sde, checkpoint):
+  """'<checkpoint's folder>/<checkpoint name>.ems-<hash>.pt', e.g.
+  'checkpoints/ckpt_20.ems-4b0e9a17c2.pt': beside the checkpoint, the hash covering what
+  determines its EMS (the checkpoint's bytes, the model fields, the data config, the number of
+  points, the grid and its ends, the seed, the estimator's version), so a retrained or changed
+  checkpoint never meets another's EMS."""
+  determines = {
+      'checkpoint': checkpoint_sha256(checkpoint),
+      'model': model_fields(config),
+      'data': {k: v for k, v in config.data.items() if k != 'root'},
+      'samples': sampling.ems_samples,
+      'grid': sampling.ems_grid,
+      'times': [sampling.eps, sde.T],
+      'seed': config.seed,
+      'version': EMS_VERSION,
+  }
+  digest = hashlib.sha256(json.dumps(determines, sort_keys=True).encode()).hexdigest()[:10]
+  name = os.path.splitext(os.path.basename(os.path.normpath(checkpoint)))[0]
+  return os.path.join(os.path.dirname(os.path.normpath(checkpoint)), f'{name}.ems-{digest}.pt')
+
+
+def checkpoint_ems(config, sampling, sde, score_fn, checkpoint, device):
+  """The EMS of the network loaded from `checkpoint`: read from ems_path if there, else
+  computed from the training data (training_ems) and written there atomically."""
+  path = ems_path(config, sampling, sde, checkpoint)
+  if os.path.exists(path):
+    return EMS.load(path)
+  ems = training_ems(config, sampling, sde, score_fn, device)
+  ems.save(path)
+  return ems
+
+
+def current_weights_ems(config, sampling, sde, score_fn, model, device):
+  """A function returning the EMS of `model` as its weights are when it is called (there is no
+  checkpoint path to cache them beside), recomputed only when the weights have changed."""
+  memo = {}
+
+  def ems():
+    weights = hashlib.sha256()
+    for tensor in model.state_dict().values():
+      weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    key = weights.hexdigest()
+    if key not in memo:
+      memo.clear()
+      memo[key] = training_ems(config, sampling, sde, score_fn, device, progress=False)
+    return memo[key]
+
+  return ems
 
 
 def batch_generator(seed, index, device):

@@ -3,7 +3,11 @@ import functools
 
 import torch
 
+from samplers.adaptive_sde import adaptive_sde_sample
 from samplers.ddim import ddim
+from samplers.dpm_solver import dpm_solver
+from samplers.dpm_solver_v3 import dpm_solver_v3
+from samplers.ems import checked_ems
 from samplers.fast import fast_sample, fast_times
 from samplers.heun import heun
 from samplers.ipndm import ipndm
@@ -12,6 +16,7 @@ from samplers.pc import pc_sample
 from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
 from samplers.probability_flow import ode_sample
 from samplers.reverse_sde import reverse_sde_sample
+from samplers.unipc import unipc
 from sde_lib import DiscreteChain
 from utils.errors import ConfigError
 
@@ -52,6 +57,13 @@ FAST_SAMPLERS = {
     'heun': FastSampler(heun, dict(time_schedule='uniform'),
                         options=('s_churn', 's_tmin', 's_tmax', 's_noise')),
     'ipndm': FastSampler(ipndm, dict(time_schedule='logsnr', order=4), orders=(1, 2, 3, 4)),
+    'dpm_solver': FastSampler(dpm_solver,
+                              dict(time_schedule='quadratic', variant='singlestep', order=3),
+                              orders=(1, 2, 3), variants=('singlestep', 'multistep')),
+    'unipc': FastSampler(unipc, dict(time_schedule='logsnr', variant='bh2', order=3),
+                         orders=(1, 2, 3), variants=('bh1', 'bh2')),
+    'dpm_solver_v3': FastSampler(dpm_solver_v3, dict(time_schedule='logsnr', order=3),
+                                 orders=(1, 2, 3)),
 }
 METHODS = ('pc', 'ancestral', 'ode', 'sde') + tuple(FAST_SAMPLERS)
 
@@ -70,16 +82,20 @@ def get_corrector(name):
   return CORRECTORS[name]
 
 
-def get_sampler(config, sde, shape, device=None, continuous=True):
+def get_sampler(config, sde, shape, device=None, continuous=True, ems=None):
   """sampler(score_fn, generator=None, progress=True) -> (x, nfe) for `config` (= config.sampling).
 
   method: 'pc' (config.predictor + config.corrector), 'ancestral' (DDPM: ancestral predictor, no
-  corrector), 'ode' (probability flow, torchdiffeq), 'sde' (reverse SDE, torchsde).
+  corrector), 'ode' (probability flow, torchdiffeq), 'sde' (reverse SDE, torchsde; with
+  sde_solver='adaptive' Jolicoeur-Martineau et al.'s adaptive solver, samplers/adaptive_sde.py,
+  to the tolerances sde_atol and sde_rtol, taking the steps they need whatever config.steps).
   A discrete-time model (continuous=False) knows only its chain's steps: 'pc' and 'ancestral'
   then step along the chain itself (DiscreteChain: 'ancestral' is Ho et al.'s Algorithm 2),
   while 'ode' and 'sde' integrate the SDE with the score of the nearest chain step. The fast
   samplers (FAST_SAMPLERS; config.steps is their budget of score evaluations) run on the SDE
   too, except 'ddim', which steps on a subsequence of the chain as Song et al. define it.
+  'dpm_solver_v3' needs `ems`, the network's empirical model statistics on [config.eps, T]
+  (samplers/ems.py: an EMS, or a function returning one when sampling starts).
   Settings that cannot run raise ConfigError here, before any sampling.
   """
   common = dict(eps=config.eps, noise_removal=config.noise_removal, device=device)
@@ -100,6 +116,9 @@ def get_sampler(config, sde, shape, device=None, continuous=True):
   elif config.method == 'ode':
     run = functools.partial(ode_sample, sde, shape=shape, method=config.ode_method,
                             rtol=config.rtol, atol=config.atol, steps=config.steps, **common)
+  elif config.method == 'sde' and config.sde_solver == 'adaptive':
+    run = functools.partial(adaptive_sde_sample, sde, shape=shape, atol=config.sde_atol,
+                            rtol=config.sde_rtol, **common)
   elif config.method == 'sde':
     run = functools.partial(reverse_sde_sample, sde, shape=shape, method=config.sde_solver,
                             steps=config.steps, **common)
@@ -108,6 +127,8 @@ def get_sampler(config, sde, shape, device=None, continuous=True):
     schedule, kwargs = fast.kwargs(config)
     chain = DiscreteChain(sde) if not continuous and config.method == 'ddim' else None
     times = fast_times(sde, schedule, config.eps, config.steps, config.noise_removal, chain)
+    if config.method == 'dpm_solver_v3':
+      kwargs['ems'] = checked_ems(ems, sde, config.eps, shape[1:])
     run = functools.partial(fast_sample, chain or sde, shape=shape, solver=fast.solver,
                             steps=config.steps, times=times, thresholding=config.thresholding,
                             **common, **kwargs)

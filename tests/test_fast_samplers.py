@@ -81,10 +81,11 @@ def test_other_sdes_sample_the_ring_at_20(mixtures, sde, method):
   assert sliced_wasserstein(x, mixture.sample(N_SAMPLES, torch.Generator().manual_seed(7))) <= 2.5 * reference
 
 
-@pytest.mark.parametrize('method', sorted(FAST_SAMPLERS))
+@pytest.mark.parametrize('method', sorted(set(FAST_SAMPLERS) - {'dpm_solver_v3'}))
 def test_nfe_is_the_score_calls_and_within_the_budget(method):
   """nfe counts the calls actually made and never exceeds sampling.steps, with and without the
-  final denoising, at every budget from 2 to 9."""
+  final denoising, at every budget from 2 to 9 (dpm_solver_v3, which needs its model
+  statistics first, is checked in tests/test_dpm_solver_v3.py)."""
   sde, mixture = VPSDE(), ring_mixture()
   score = exact_score_fn(mixture, sde)
   calls = 0
