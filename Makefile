@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= runs/vp_digits
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench-deps clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,19 @@ $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
+# Benchmark-only dependencies (k-diffusion's samplers as the reference, matplotlib), kept out of
+# `make setup`. --no-deps: requirements-bench.txt is the whole pinned closure, without the
+# training dependencies k-diffusion declares but its samplers never import.
+$(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps -r requirements-bench.txt
+	touch $@
+
 setup: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
+
+bench-deps: $(VENV)/.installed-bench
 
 # Train the embedded default (vp_digits, ~5 min on 2 CPU cores), sample from it, evaluate it.
 demo: setup

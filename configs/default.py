@@ -56,7 +56,7 @@ def get_default_config():
   sampling.sde_rtol = 0.01            # adaptive: eps_rel (Jolicoeur-Martineau et al. 2021)
   # Fast samplers: 'default' (or order 0) is each method's best measured setting (samplers/registry.py).
   sampling.time_schedule = 'default'  # 'uniform' | 'quadratic' | 'logsnr' | 'karras' (t_end = sampling.eps)
-  sampling.variant = 'default'        # dpm_solver: 'fast' | '2m' | '3m'; unipc: 'bh1' | 'bh2'
+  sampling.variant = 'default'        # dpm_solver: 'singlestep' | 'multistep'; unipc: 'bh1' | 'bh2'
   sampling.order = 0                  # solver order (ipndm 1-4, dpm_solver / unipc 1-3)
   sampling.eta = 0.0                  # ddim: 0 deterministic, 1 ancestral (beta-tilde)
   sampling.s_churn = 0.0              # heun: EDM's stochasticity S_churn, S_tmin, S_tmax, S_noise

@@ -9,12 +9,7 @@ from samplers import get_sampler
 from sde_lib import VPSDE
 
 
-@pytest.fixture(autouse=True)
-def float64():
-  previous = torch.get_default_dtype()
-  torch.set_default_dtype(torch.float64)
-  yield
-  torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures('float64')
 
 
 def sample(sde, score_fn, shape, continuous=True, seed=1, **overrides):

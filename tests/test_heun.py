@@ -12,17 +12,12 @@ from samplers.time_schedules import sampling_times
 from sde_lib import VESDE, VPSDE
 
 
-@pytest.fixture(autouse=True)
-def float64():
-  previous = torch.get_default_dtype()
-  torch.set_default_dtype(torch.float64)
-  yield
-  torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures('float64')
 
 
 def heun_config(**overrides):
   config = get_default_config().sampling
-  config.method = 'heun'
+  config.method, config.time_schedule = 'heun', 'karras'   # EDM's, as Algorithm 2 is stated
   config.update(overrides)
   return config
 

@@ -10,12 +10,7 @@ from samplers.ipndm import ADAMS_BASHFORTH
 from sde_lib import VPSDE
 
 
-@pytest.fixture(autouse=True)
-def float64():
-  previous = torch.get_default_dtype()
-  torch.set_default_dtype(torch.float64)
-  yield
-  torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures('float64')
 
 
 @pytest.mark.parametrize('order', [1, 2, 3, 4])
