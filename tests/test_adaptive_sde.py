@@ -111,7 +111,7 @@ def test_mixtures_are_sampled(name, mixture, per_sample):
   covariances within test_samplers.assert_matches' tolerances (4 standard errors plus 0.01,
   0.03 and 0.05 relative), and a sliced W2 within 1.5x the exact-vs-exact one; in fewer score
   calls than a 1000-step sampler (measured about 320 and 360)."""
-  n = 4096
+  n = 2048
   x, nfe = draw(mixture, VPSDE(), n, per_sample)
   assert nfe < 1000
   assert_matches(mixture, x, reference_distance(mixture, n=n))
