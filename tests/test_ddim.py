@@ -25,7 +25,8 @@ def test_eta_one_on_the_full_chain_is_the_ancestral_sampler():
   (1e-10 after 100 steps)."""
   sde = VPSDE(N=100)
   score_fn = exact_score_fn(ring_mixture(), sde)
-  x_ddim, nfe = sample(sde, score_fn, (64, 2), continuous=False, method='ddim', eta=1.0, steps=100)
+  x_ddim, nfe = sample(sde, score_fn, (64, 2), continuous=False, method='ddim', eta=1.0, steps=100,
+                       time_schedule='uniform')
   x_anc, _ = sample(sde, score_fn, (64, 2), continuous=False, method='ancestral', steps=100)
   assert nfe == 100
   assert torch.allclose(x_ddim, x_anc, atol=1e-10, rtol=0)
@@ -49,7 +50,8 @@ def test_discrete_model_runs_song_et_al_eq_12_on_its_chain(eta):
   sde, steps = VPSDE(), 20
   mixture = ring_mixture()
   score_fn = exact_score_fn(mixture, sde)
-  x, nfe = sample(sde, score_fn, (64, 2), continuous=False, method='ddim', eta=eta, steps=steps)
+  x, nfe = sample(sde, score_fn, (64, 2), continuous=False, method='ddim', eta=eta, steps=steps,
+                  time_schedule='uniform')
 
   g = torch.Generator().manual_seed(1)
   x_ref = torch.randn(64, 2, generator=g)

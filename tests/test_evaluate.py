@@ -42,7 +42,7 @@ def changed(value):
   if isinstance(value, bool):
     return not value
   if isinstance(value, (int, float)):
-    return value * 2 + 1
+    return value * 2 + 1 if value != float('inf') else 1.0
   if isinstance(value, tuple):
     return value + (1,)
   return value + '_other'
