@@ -60,7 +60,7 @@ FAST_SAMPLERS = {
     'dpm_solver': FastSampler(dpm_solver,
                               dict(time_schedule='quadratic', variant='singlestep', order=3),
                               orders=(1, 2, 3), variants=('singlestep', 'multistep')),
-    'unipc': FastSampler(unipc, dict(time_schedule='logsnr', variant='bh2', order=3),
+    'unipc': FastSampler(unipc, dict(time_schedule='quadratic', variant='bh1', order=1),
                          orders=(1, 2, 3), variants=('bh1', 'bh2')),
     'dpm_solver_v3': FastSampler(dpm_solver_v3, dict(time_schedule='logsnr', order=3),
                                  orders=(1, 2, 3)),
