@@ -19,17 +19,7 @@ from utils.errors import ConfigError
 ORDER_BUDGETS = [44, 62, 86, 122, 170]
 
 
-@pytest.fixture(autouse=True)
-def float64():
-  """float64 for the comparisons to round-off, and one intra-op thread: these tensors are tiny,
-  and on a busy machine the thread pool's hand-offs cost far more than the work (measured 23 ms
-  against 0.1 ms a score call with two threads under load)."""
-  previous, threads = torch.get_default_dtype(), torch.get_num_threads()
-  torch.set_default_dtype(torch.float64)
-  torch.set_num_threads(1)
-  yield
-  torch.set_default_dtype(previous)
-  torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('float64_one_thread')
 
 
 def sample(sde, score_fn, shape, seed=1, **overrides):

@@ -33,16 +33,7 @@ from utils.errors import ConfigError
 T_END = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def float64_one_thread():
-  """float64 throughout; one thread: on these tiny tensors two threads on a shared 2-core
-  machine made each einsum ~1000 times slower (25 ms instead of 25 us)."""
-  dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-  torch.set_default_dtype(torch.float64)
-  torch.set_num_threads(1)
-  yield
-  torch.set_default_dtype(dtype)
-  torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('float64_one_thread')
 
 
 def vp_coeffs(lambdas):
