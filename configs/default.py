@@ -58,6 +58,8 @@ def get_default_config():
   sampling.time_schedule = 'default'  # 'uniform' | 'quadratic' | 'logsnr' | 'karras' (t_end = sampling.eps)
   sampling.variant = 'default'        # dpm_solver: 'singlestep' | 'multistep'; unipc: 'bh1' | 'bh2'
   sampling.order = 0                  # solver order (ipndm 1-4, dpm_solver / unipc 1-3)
+  sampling.lower_order_final = True   # multistep dpm_solver, unipc, dpm_solver_v3: below 15
+                                      # steps the last ones at orders ..., 2, 1 (samplers/fast.py)
   sampling.eta = 0.0                  # ddim: 0 deterministic, 1 ancestral (beta-tilde)
   sampling.s_churn = 0.0              # heun: EDM's stochasticity S_churn, S_tmin, S_tmax, S_noise
   sampling.s_tmin = 0.0

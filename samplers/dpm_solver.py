@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from samplers.fast import multistep_order
+
 
 def _at(model, t):
   """m(t), s(t), lambda(t) as floats."""
@@ -64,8 +66,9 @@ def dpm_solver_step(model, x, t, s, order):
   return m_s / m_t * x - s_s * math.expm1(h) * eps - s_s / r2 * (math.expm1(h) / h - 1) * d2
 
 
-def dpm_solver_singlestep(model, x, budget, times, order=3):
-  """DPM-Solver-fast (Lu et al. 2022a, sec. 3.4): the steps of `fast_orders` on times(K)."""
+def dpm_solver_singlestep(model, x, budget, times, order=3, lower_order_final=True):
+  """DPM-Solver-fast (Lu et al. 2022a, sec. 3.4): the steps of `fast_orders` on times(K)
+  (its split already ends at low order; `lower_order_final` is for the multistep variant)."""
   orders = fast_orders(budget, order)
   ts = times(len(orders))
   for t, s, step_order in zip(ts[:-1], ts[1:], orders):
@@ -73,9 +76,10 @@ def dpm_solver_singlestep(model, x, budget, times, order=3):
   return x
 
 
-def dpm_solver_pp_multistep(model, x, budget, times, order=2):
+def dpm_solver_pp_multistep(model, x, budget, times, order=2, lower_order_final=True):
   """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2) and its third-order 3M on times(budget),
-  one evaluation of x0_hat a step; step i runs at order min(order, i + 1) (warm start).
+  one evaluation of x0_hat a step; step i runs at multistep_order(order, i, budget,
+  lower_order_final) from the newest predictions.
 
   With the newest predictions x0_0, x0_1, x0_2 at lambda_0 > lambda_1 > lambda_2, h_0 =
   lambda_0 - lambda_1, h_1 = lambda_1 - lambda_2, r0 = h_0 / h, r1 = h_1 / h:
@@ -87,11 +91,13 @@ def dpm_solver_pp_multistep(model, x, budget, times, order=2):
   h^{k+1} phi_{k+1}(h) = int_0^h e^{tau - h} tau^k / k! dtau (the Taylor terms of the data form).
   """
   ts = times(budget)
-  x0s, lams = [], []                  # the newest first
-  for t, s in zip(ts[:-1], ts[1:]):
+  kept, kept_lams = [], []            # the newest first
+  for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
     _, s_t, lam_t = _at(model, t)
     m_s, s_s, lam_s = _at(model, s)
-    x0s, lams = [model.x0(x, t)] + x0s[:order - 1], [lam_t] + lams[:order - 1]
+    kept, kept_lams = [model.x0(x, t)] + kept[:order - 1], [lam_t] + kept_lams[:order - 1]
+    p = multistep_order(order, i, budget, lower_order_final)
+    x0s, lams = kept[:p], kept_lams[:p]
     h = lam_s - lam_t
     if len(x0s) == 1:
       x = s_s / s_t * x - m_s * math.expm1(-h) * x0s[0]
@@ -114,7 +120,8 @@ def dpm_solver_pp_multistep(model, x, budget, times, order=2):
 VARIANTS = {'singlestep': dpm_solver_singlestep, 'multistep': dpm_solver_pp_multistep}
 
 
-def dpm_solver(model, x, budget, times, variant='multistep', order=2, generator=None):
+def dpm_solver(model, x, budget, times, variant='multistep', order=2, lower_order_final=True,
+               generator=None):
   """DPM-Solver-fast (variant 'singlestep', noise prediction) or DPM-Solver++ (variant
   'multistep', data prediction) of `order` 1, 2 or 3; deterministic, `generator` is unused."""
-  return VARIANTS[variant](model, x, budget, times, order)
+  return VARIANTS[variant](model, x, budget, times, order, lower_order_final)

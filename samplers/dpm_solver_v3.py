@@ -10,18 +10,18 @@ through the last few points (Zheng et al. 2023, sec. 3).
 
 import torch
 
+from samplers.fast import multistep_order
 from utils.errors import ConfigError
 
 
 def recommended_setting(budget):
-  """(pseudo, corrector, lower_order_final) for `budget` score evaluations: the authors'
-  pseudo-order predictor at 5 or fewer (their CIFAR-10 scripts for score_sde and EDM), the
-  corrector and lower-order final steps throughout. Their scripts switch the corrector off at
-  some budgets (score_sde: 9 and 10; EDM: above 6); on our exact ring and 16-d mixtures it
-  lowered the terminal error at every budget we measured from 5 to 20 (at 10: 0.035 against
-  0.17 on the ring, 0.081 against 0.15 in 16-d), so it stays on.
+  """(pseudo, corrector) for `budget` score evaluations: the authors' pseudo-order predictor at
+  5 or fewer (their CIFAR-10 scripts for score_sde and EDM), the corrector throughout. Their
+  scripts switch the corrector off at some budgets (score_sde: 9 and 10; EDM: above 6); on our
+  exact ring and 16-d mixtures it lowered the terminal error at every budget we measured from 5
+  to 20 (at 10: 0.035 against 0.17 on the ring, 0.081 against 0.15 in 16-d), so it stays on.
   """
-  return budget <= 5, True, True
+  return budget <= 5, True
 
 
 def _step(ems, model, x_s, t_s, t_t, points, pseudo):
@@ -78,7 +78,7 @@ def _divided_differences(nodes, g):
 
 
 def dpm_solver_v3(model, x, budget, times, ems=None, order=3, pseudo=None, corrector=None,
-                  lower_order_final=None, generator=None):
+                  lower_order_final=True, generator=None):
   """`budget` steps on times(budget), each snapped to the nearest point of the EMS grid, with one
   score evaluation each (Zheng et al. 2023: the multistep predictor-corrector).
 
@@ -87,9 +87,8 @@ def dpm_solver_v3(model, x, budget, times, ems=None, order=3, pseudo=None, corre
   order of the predictor that made x_i when that is 2 or more; f_i is kept, i.e. the corrected
   point's model output is taken to have the same nonlinear part sigma eps - l x (the paper's
   corrector, which costs no evaluation);
-  then predict x_{i+1} from the last p points, p = min(order, i + 1) (a lower-order warm
-  start) and, with `lower_order_final`, at most budget - i. `pseudo`, `corrector` and
-  `lower_order_final` default to recommended_setting(budget).
+  then predict x_{i+1} from the last p = multistep_order(order, i, budget, lower_order_final)
+  points. `pseudo` and `corrector` default to recommended_setting(budget).
   `ems` is an EMS on [t_end, T] (samplers/ems.py) or a function returning one. The solver works
   with the noise prediction: sampling.thresholding (a clip of x0_hat) does not apply.
   """
@@ -98,9 +97,8 @@ def dpm_solver_v3(model, x, budget, times, ems=None, order=3, pseudo=None, corre
   ems = ems() if callable(ems) else ems
   if order not in (1, 2, 3):
     raise ConfigError(f"dpm_solver_v3's sampling.order is 1 to 3, got {order}")
-  defaults = recommended_setting(budget)
-  pseudo, corrector, lower_order_final = (
-      d if v is None else v for v, d in zip((pseudo, corrector, lower_order_final), defaults))
+  pseudo, corrector = (d if v is None else v
+                       for v, d in zip((pseudo, corrector), recommended_setting(budget)))
   ts = times(budget)
   ems.check_fits(float(ts[0]), float(ts[-1]), x.shape[1:])
   grid = ems.index(torch.stack([model.log_snr(t) for t in ts]))
@@ -118,7 +116,7 @@ def dpm_solver_v3(model, x, budget, times, ems=None, order=3, pseudo=None, corre
       base, older = points[-1], points[-(p_prev - 1):-1][::-1]
       x = _step(ems, model, x_prev, base[0], t, [base, (t, f)] + older, pseudo=False)
     points = (points + [(t, f)])[-order:]
-    p = min(order, i + 1, budget - i if lower_order_final else order)
+    p = multistep_order(order, i, budget, lower_order_final)
     x_prev, p_prev = x, p
     x = _step(ems, model, x, t, grid[i + 1], points[::-1][:p], pseudo)
   return x

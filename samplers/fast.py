@@ -17,11 +17,27 @@ from samplers.progress import TimeProgress
 from samplers.time_schedules import chain_times, sampling_times
 from utils.errors import ConfigError
 
+# Below this many steps the multistep solvers end at orders ..., 2, 1 (lower_order_final),
+# the threshold diffusers' multistep schedulers use.
+LOWER_ORDER_FINAL_BELOW = 15
+
+
+def multistep_order(order, step, steps, lower_order_final=True):
+  """The order of step `step` (0-based) of a `steps`-step multistep solver: min(order, step + 1),
+  since the first steps have fewer earlier points (a lower-order warm start), and with
+  `lower_order_final` below LOWER_ORDER_FINAL_BELOW steps also at most steps - step. With few
+  steps the last ones are the longest in log-SNR, where extrapolating the predictions by a
+  high-order polynomial is least stable (Lu et al. 2022b, sec. 5; Zhao et al. 2023)."""
+  if lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
+    return min(order, step + 1, steps - step)
+  return min(order, step + 1)
+
 
 def fast_times(sde, time_schedule, eps, steps, noise_removal=True, chain=None):
   """times(n): n + 1 times from T down to the schedule's end, `time_schedule` on the SDE with
   t_end = eps, or with `chain` (a DiscreteChain) its own steps down to chain step 0 (DDIM on a
-  discrete-time model). Raises ConfigError now for a schedule, end time or budget that cannot run."""
+  discrete-time model). Raises ConfigError now for a schedule, end time or budget that cannot
+  run."""
   if steps - int(noise_removal) < 1:
     raise ConfigError(f"sampling.steps={steps} leaves no evaluation for the solver"
                       + (" after the final denoising (noise_removal)" if noise_removal else ""))

@@ -59,11 +59,12 @@ FAST_SAMPLERS = {
     'ipndm': FastSampler(ipndm, dict(time_schedule='logsnr', order=4), orders=(1, 2, 3, 4)),
     'dpm_solver': FastSampler(dpm_solver,
                               dict(time_schedule='quadratic', variant='singlestep', order=3),
-                              orders=(1, 2, 3), variants=('singlestep', 'multistep')),
+                              options=('lower_order_final',), orders=(1, 2, 3),
+                              variants=('singlestep', 'multistep')),
     'unipc': FastSampler(unipc, dict(time_schedule='quadratic', variant='bh1', order=1),
-                         orders=(1, 2, 3), variants=('bh1', 'bh2')),
+                         options=('lower_order_final',), orders=(1, 2, 3), variants=('bh1', 'bh2')),
     'dpm_solver_v3': FastSampler(dpm_solver_v3, dict(time_schedule='logsnr', order=3),
-                                 orders=(1, 2, 3)),
+                                 options=('lower_order_final',), orders=(1, 2, 3)),
 }
 METHODS = ('pc', 'ancestral', 'ode', 'sde') + tuple(FAST_SAMPLERS)
 

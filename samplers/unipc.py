@@ -4,6 +4,8 @@ import math
 
 import torch
 
+from samplers.fast import multistep_order
+
 # UniPC's two choices of B(h), B1(h) = h and B2(h) = e^h - 1, in the data-prediction form,
 # where h enters as -h and the sign is taken into the update: h and 1 - e^{-h}.
 B = {'bh1': lambda h: h, 'bh2': lambda h: -math.expm1(-h)}
@@ -53,10 +55,11 @@ def unified_update(x, t, s, x0s, lams, b_of_h):
                                      for rho, r, x0 in zip(rhos, rs, x0s[1:]))
 
 
-def unipc(model, x, budget, times, variant='bh1', order=2, use_corrector=True, generator=None):
+def unipc(model, x, budget, times, variant='bh1', order=2, use_corrector=True,
+          lower_order_final=True, generator=None):
   """UniPC-p (Zhao et al. 2023, sec. 3.3), multistep, data prediction, on times(budget): each
-  step is UniP-k from the k = min(order, step + 1) newest predictions (a lower-order warm
-  start), and is redone by UniC-k once x0_hat at its end has been evaluated for the next step,
+  step is UniP-k from the k = multistep_order(order, step, budget, lower_order_final) newest
+  predictions, and is redone by UniC-k once x0_hat at its end has been evaluated for the next step,
   so the corrector costs no evaluation (the last step goes uncorrected: it would cost one).
   UniP-p has order p, UniPC-p order p + 1 (Corollary 3.2, Theorem 3.1). Deterministic;
   use_corrector=False runs UniP alone.
@@ -64,14 +67,15 @@ def unipc(model, x, budget, times, variant='bh1', order=2, use_corrector=True, g
   b_of_h = B[variant]
   ts = times(budget)
   at = [_at(model, t) for t in ts]
-  x0s, lams = [], []                        # the newest first
+  kept, kept_lams = [], []                  # the newest first
   for i in range(budget):
     x0 = model.x0(x, ts[i])
-    if use_corrector and x0s:
+    if use_corrector and kept:
       # UniC: the last step again from its start, with x0_hat at its end as one more point.
       x = unified_update(x_start, at[i - 1], at[i], x0s + [x0], lams + [at[i][2]], b_of_h)
-    x0s, lams = [x0] + x0s[:order - 1], [at[i][2]] + lams[:order - 1]
-    x_start = x
+    kept, kept_lams = [x0] + kept[:order - 1], [at[i][2]] + kept_lams[:order - 1]
+    p = multistep_order(order, i, budget, lower_order_final)
+    x0s, lams, x_start = kept[:p], kept_lams[:p], x
     x = unified_update(x, at[i], at[i + 1], x0s, lams, b_of_h)
   return x
 

@@ -60,6 +60,23 @@ def test_first_order_is_ddim(variant, schedule):
   assert torch.allclose(x, x_ddim, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize('order', [2, 3])
+def test_two_steps_of_a_multistep_method_are_ddim(order):
+  """With lower_order_final, two steps of DPM-Solver++ of any order run at orders 1 (warm
+  start: no earlier point) and 1 (final step), so they are DDIM's two steps on the same times;
+  without it the second step is 2M's and differs. 1e-10 (float64 round-off; measured 1e-15)."""
+  sde = VPSDE()
+  score_fn = exact_score_fn(ring_mixture(), sde)
+  common = dict(steps=3, time_schedule='logsnr')
+  x_ddim, _ = sample(sde, score_fn, (64, 2), method='ddim', **common)
+  x, _ = sample(sde, score_fn, (64, 2), method='dpm_solver', variant='multistep', order=order,
+                **common)
+  x_2m, _ = sample(sde, score_fn, (64, 2), method='dpm_solver', variant='multistep', order=order,
+                   lower_order_final=False, **common)
+  assert torch.allclose(x, x_ddim, atol=1e-10, rtol=0)
+  assert (x_2m - x_ddim).abs().max() > 1e-3
+
+
 def terminal_errors(variant, order, budgets):
   """Mean |x_{t_end} - exact flow of x_T| over 200 draws on Gaussian data (float64)."""
   sde, gaussian = VPSDE(), gaussian_data()
@@ -119,12 +136,10 @@ MIXTURES = {'ring': ring_mixture, 'random16': lambda: random_mixture(16)}
 # DPM-Solver-3 (cov 0.47 on the ring) or 9 of 2M / UniPC (0.34, 0.38 on random16); at 20 the
 # largest is 0.17 (ring), at 50 the errors are Monte-Carlo noise (cov 0.056, mean 0.021).
 BIAS = {10: (0.02, 0.12, 0.6), 20: (0.01, 0.06, 0.25), 50: (0.01, 0.03, 0.05)}
-# The third-order multistep methods at 10 evaluations are left out: with this few steps their
-# last steps are long in lambda and extrapolating x0_hat by a quadratic over them blurs the
-# modes (relative covariance error 3.3 on the ring for 3M, 3.8 for UniPC-3); the reference
-# implementations lower the order of the final steps below 10-15 steps for this reason.
-CASES = [(settings, steps) for settings in ('default', '2M') for steps in (10, 20, 50)]
-CASES += [('3M', 20), ('3M', 50)]
+# The third-order multistep methods at 10 evaluations pass through lower_order_final only: with
+# few steps the last ones are long in lambda, and extrapolating x0_hat by a quadratic over them
+# blurs the modes (relative covariance error 3.3 on the ring for 3M, 3.8 for UniPC-3, without it).
+CASES = [(settings, steps) for settings in ('default', '2M', '3M') for steps in (10, 20, 50)]
 SETTINGS = {'default': {}, '2M': dict(variant='multistep', order=2),
             '3M': dict(variant='multistep', order=3)}
 
