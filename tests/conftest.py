@@ -13,12 +13,16 @@ def float64():
 
 
 @pytest.fixture
-def float64_one_thread():
-  """float64, and one intra-op thread: on tiny tensors on a busy 2-core machine the thread
-  pool's hand-offs cost far more than the work (measured 23 ms against 0.1 ms a score call)."""
-  previous, threads = torch.get_default_dtype(), torch.get_num_threads()
-  torch.set_default_dtype(torch.float64)
+def one_thread():
+  """One intra-op thread for the duration of a test, then put back: on a shared 2-core machine
+  two threads per process oversubscribe the cores, and on tiny tensors the thread pool's
+  hand-offs cost far more than the work (measured 23 ms against 0.1 ms a score call)."""
+  threads = torch.get_num_threads()
   torch.set_num_threads(1)
   yield
-  torch.set_default_dtype(previous)
   torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def float64_one_thread(float64, one_thread):
+  """Both of the above."""

@@ -110,3 +110,51 @@ def sliced_wasserstein(x, y, n_projections=256, seed=0):
   px, _ = torch.sort(x @ dirs, dim=0)
   py, _ = torch.sort(y @ dirs, dim=0)
   return ((px - py) ** 2).mean().sqrt().item()
+
+
+def reference_distance(mixture, n, draws=4):
+  """Mean sliced Wasserstein distance between two exact sample sets of size n: the floor a
+  sampler's distance is held against."""
+  g = torch.Generator().manual_seed(123)
+  return sum(sliced_wasserstein(mixture.sample(n, g), mixture.sample(n, g), seed=i)
+             for i in range(draws)) / draws
+
+
+def assert_matches(mixture, x, reference=None, weight=0.01, mean=0.03, cov=0.05, w2=1.5):
+  """Samples x against the mixture: per mode (points assigned to their most probable
+  component) the weight, the mean and the covariance, each within Monte-Carlo error plus an
+  allowance for the sampler's discretization bias, and with `reference` (reference_distance)
+  the sliced W2 to an exact sample within w2 times the exact-vs-exact distance:
+    weight  4 sqrt(w (1 - w) / n) + weight
+    mean    4 sqrt(tr Sigma / n_k) + mean          (Euclidean norm of the error)
+    cov     2 sqrt((d + 1) / n_k) + cov            (relative Frobenius error; a sample
+            covariance's is about sqrt((d + 1) / n_k))
+  The defaults suit a many-step sampler; a sign or factor-of-two slip moves every statistic
+  by far more.
+  """
+  assert torch.isfinite(x).all()
+  n, d = x.shape
+  k = mixture.assign(x)
+  for j, (w, mu, sigma) in enumerate(zip(mixture.weights, mixture.means, mixture.covs)):
+    xs = x[k == j].double()
+    w_hat = xs.shape[0] / n
+    assert abs(w_hat - w) <= 4 * math.sqrt(w * (1 - w) / n) + weight, (j, w_hat, float(w))
+    mean_err = (xs.mean(0) - mu).norm().item()
+    assert mean_err <= 4 * math.sqrt(torch.trace(sigma) / xs.shape[0]) + mean, (j, mean_err)
+    cov_err = ((torch.cov(xs.T) - sigma).norm() / sigma.norm()).item()
+    assert cov_err <= 2 * math.sqrt((d + 1) / xs.shape[0]) + cov, (j, cov_err)
+  if reference is not None:
+    distance = sliced_wasserstein(x, mixture.sample(n, torch.Generator().manual_seed(7)))
+    assert distance <= w2 * reference, (distance, reference)
+
+
+# The mixtures the solvers' tests sample: the 2-D ring of narrow modes, and 16-D anisotropic.
+MIXTURES = {'ring': ring_mixture, 'random16': lambda: random_mixture(16)}
+# assert_matches' allowances for DPM-Solver(++) and UniPC by budget: the largest errors measured
+# with 20000 draws over the settings of test_dpm_solver.py and test_unipc.py (bias plus a third
+# of the Monte-Carlo error of 2000 draws), rounded up. 10 evaluations leave 3 steps of
+# DPM-Solver-3 (cov 0.47 on the ring) or 9 of 2M / UniPC (0.34, 0.38 on random16); at 20 the
+# largest is 0.17 (ring), at 50 the errors are Monte-Carlo noise (cov 0.056, mean 0.021).
+DPM_ALLOWANCE = {10: dict(weight=0.02, mean=0.12, cov=0.6),
+                 20: dict(weight=0.01, mean=0.06, cov=0.25),
+                 50: dict(weight=0.01, mean=0.03, cov=0.05)}

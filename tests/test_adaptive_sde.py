@@ -13,11 +13,11 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import gaussian_data
-from gmm_oracle import random_mixture, ring_mixture, sliced_wasserstein
+from gmm_oracle import (assert_matches, random_mixture, reference_distance, ring_mixture,
+                        sliced_wasserstein)
 from samplers import get_sampler
 from samplers.adaptive_sde import adaptive_sde_sample
 from sde_lib import SubVPSDE, VESDE, VPSDE
-from test_samplers import assert_matches, reference_distance
 
 SDES = {'vp': VPSDE, 'subvp': SubVPSDE, 've': VESDE}
 
@@ -108,7 +108,7 @@ def test_gaussian_data_is_sampled_exactly(sde_name):
 def test_mixtures_are_sampled(name, mixture, per_sample):
   """The VP-SDE with the exact score at the default tolerance samples the 8-mode ring (64
   points a sample) and the anisotropic 16-D mixture (8 a sample): component weights, means and
-  covariances within test_samplers.assert_matches' tolerances (4 standard errors plus 0.01,
+  covariances within gmm_oracle.assert_matches' default tolerances (4 standard errors plus 0.01,
   0.03 and 0.05 relative), and a sliced W2 within 1.5x the exact-vs-exact one; in fewer score
   calls than a 1000-step sampler (measured about 320 and 360)."""
   n = 2048

@@ -1,22 +1,15 @@
 """DPM-Solver and DPM-Solver++ against DDIM, the exact Gaussian flow and analytic mixtures."""
-import math
-
 import pytest
 import torch
 
 from configs.default import get_default_config
-from gaussian_flow import exact_flow, gaussian_data, loglog_slope
-from gmm_oracle import exact_score_fn, random_mixture, ring_mixture
+from gaussian_flow import ORDER_BUDGETS, exact_flow, gaussian_data, loglog_slope
+from gmm_oracle import DPM_ALLOWANCE, MIXTURES, assert_matches, exact_score_fn, ring_mixture
 from samplers import get_sampler
 from samplers.dpm_solver import fast_orders
 from sde_lib import VPSDE
 from utils.errors import ConfigError
 
-# Budgets for the measured orders: 2 mod 6, so DPM-Solver-fast's split is all order-2 steps
-# for order 2 and [3, ..., 3, 2] for order 3 (its final order-1 step at other budgets adds a
-# local O(h^2) error that dominates: measured 5.2e-5 at 160 against 2.4e-5 at 113, karras).
-# 44 and up: below, the third-order methods are still pre-asymptotic (3.3-3.4 over 20..170).
-ORDER_BUDGETS = [44, 62, 86, 122, 170]
 
 
 pytestmark = pytest.mark.usefixtures('float64_one_thread')
@@ -106,36 +99,6 @@ def test_measured_order(variant, order):
   assert abs(-loglog_slope(ORDER_BUDGETS, errors) - order) <= 0.3, errors
 
 
-def assert_mixture_moments(mixture, x, bias):
-  """Mode weights, and mean and covariance per mode (points assigned to their most probable
-  component), against the mixture. Each tolerance is 4 standard errors of the Monte-Carlo
-  statistic for n = len(x) draws, plus `bias` = (weight, mean, relative covariance) allowance
-  for the solver's discretization error at the budget tested:
-    weight  4 sqrt(w (1 - w) / n) + bias[0]
-    mean    4 sqrt(tr Sigma / n_k) + bias[1]          (Euclidean norm of the error)
-    cov     2 sqrt((d + 1) / n_k) + bias[2]           (relative Frobenius error; a sample
-            covariance's is about sqrt((d + 1) / n_k))
-  """
-  assert torch.isfinite(x).all()
-  n, d = x.shape
-  k = mixture.assign(x)
-  for j, (w, mu, cov) in enumerate(zip(mixture.weights, mixture.means, mixture.covs)):
-    xs = x[k == j].double()
-    w_hat = xs.shape[0] / n
-    assert abs(w_hat - w) <= 4 * math.sqrt(w * (1 - w) / n) + bias[0], (j, w_hat, float(w))
-    mean_err = (xs.mean(0) - mu).norm().item()
-    assert mean_err <= 4 * math.sqrt(torch.trace(cov) / xs.shape[0]) + bias[1], (j, mean_err)
-    cov_err = ((torch.cov(xs.T) - cov).norm() / cov.norm()).item()
-    assert cov_err <= 2 * math.sqrt((d + 1) / xs.shape[0]) + bias[2], (j, cov_err)
-
-
-MIXTURES = {'ring': ring_mixture, 'random16': lambda: random_mixture(16)}
-# Discretization allowances (weight, mean, relative covariance) by budget: the largest errors
-# measured with 20000 draws over the settings tested here and in test_unipc.py (bias plus a
-# third of the Monte-Carlo error of 2000 draws), rounded up. 10 evaluations leave 3 steps of
-# DPM-Solver-3 (cov 0.47 on the ring) or 9 of 2M / UniPC (0.34, 0.38 on random16); at 20 the
-# largest is 0.17 (ring), at 50 the errors are Monte-Carlo noise (cov 0.056, mean 0.021).
-BIAS = {10: (0.02, 0.12, 0.6), 20: (0.01, 0.06, 0.25), 50: (0.01, 0.03, 0.05)}
 # The third-order multistep methods at 10 evaluations pass through lower_order_final only: with
 # few steps the last ones are long in lambda, and extrapolating x0_hat by a quadratic over them
 # blurs the modes (relative covariance error 3.3 on the ring for 3M, 3.8 for UniPC-3, without it).
@@ -148,12 +111,12 @@ SETTINGS = {'default': {}, '2M': dict(variant='multistep', order=2),
 @pytest.mark.parametrize('settings,steps', CASES)
 def test_samples_match_mixture(mixture_name, settings, steps):
   """The exact mixture score (default noise_removal, eps and schedule): 2000 draws match the
-  mixture's weights and per-mode moments (assert_mixture_moments, BIAS)."""
+  mixture's weights and per-mode moments (gmm_oracle.assert_matches, DPM_ALLOWANCE)."""
   mixture, sde = MIXTURES[mixture_name](), VPSDE()
   x, nfe = sample(sde, exact_score_fn(mixture, sde), (2000, mixture.dim), method='dpm_solver',
                   steps=steps, **SETTINGS[settings])
   assert nfe == steps
-  assert_mixture_moments(mixture, x, BIAS[steps])
+  assert_matches(mixture, x, **DPM_ALLOWANCE[steps])
 
 
 @pytest.mark.parametrize('variant', ['singlestep', 'multistep'])

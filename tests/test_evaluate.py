@@ -20,7 +20,6 @@ from models import get_score_fn, restore_for_inference
 from samplers.draw import data_sampler, draw_samples, sampler_name, samples_key
 from samplers.likelihood import likelihood
 from sde_lib import get_sde
-from test_trainer import one_thread  # noqa: F401  (the fixture: one intra-op thread per test)
 from training.trainer import train
 from utils.errors import ConfigError
 

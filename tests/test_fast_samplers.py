@@ -1,17 +1,15 @@
 """The fast samplers' shared behaviour: mixture samples at small budgets, the budget itself,
 the final denoising, thresholding, and the errors for settings that cannot run."""
-import math
-
 import pytest
 import torch
 
 from configs.default import get_default_config
-from gmm_oracle import exact_score_fn, random_mixture, ring_mixture, sliced_wasserstein
+from gmm_oracle import (assert_matches, exact_score_fn, random_mixture, reference_distance,
+                        ring_mixture, sliced_wasserstein)
 from samplers import get_sampler
 from samplers.predictions import Predictions
 from samplers.registry import FAST_SAMPLERS
 from sde_lib import SubVPSDE, VESDE, VPSDE
-from test_samplers import reference_distance
 from utils.errors import ConfigError
 
 N_SAMPLES = 2000
@@ -45,30 +43,22 @@ def draw(mixture, sde, config, n=N_SAMPLES, seed=1):
 @pytest.fixture(scope='module')
 def mixtures():
   ring, mix16 = ring_mixture(), random_mixture(16)
-  return {'ring': (ring, reference_distance(ring)), '16d': (mix16, reference_distance(mix16))}
+  return {'ring': (ring, reference_distance(ring, N_SAMPLES)),
+          '16d': (mix16, reference_distance(mix16, N_SAMPLES))}
 
 
 @pytest.mark.parametrize('budget', [10, 20, 50])
 @pytest.mark.parametrize('method', OWN)
 @pytest.mark.parametrize('which', ['ring', '16d'])
 def test_mixture_is_sampled_at_small_budgets(mixtures, which, method, budget):
-  """Mode weights within 4 standard errors + 0.02, per-mode means within 4 standard errors
-  plus the budget's allowance, relative covariance error within 2 sqrt((d+1)/n_k) (its sampling spread) plus the
-  budget's allowance, sliced W2 within the allowance's multiple of the exact-vs-exact one."""
+  """gmm_oracle.assert_matches: mode weights within 4 standard errors + 0.02, per-mode means
+  and covariances within their Monte-Carlo error plus the budget's allowance, sliced W2 within
+  the allowance's multiple of the exact-vs-exact one."""
   mixture, reference = mixtures[which]
   x, nfe = draw(mixture, VPSDE(), fast_config(method, budget))
   assert nfe == budget and torch.isfinite(x).all()
   allowance = HEUN_AT_10 if (method, budget) == ('heun', 10) else ALLOWANCE[budget]
-  n, d = x.shape
-  k = mixture.assign(x)
-  for j, (w, mu, cov) in enumerate(zip(mixture.weights, mixture.means, mixture.covs)):
-    xs = x[k == j].double()
-    assert abs(xs.shape[0] / n - w) <= 4 * math.sqrt(w * (1 - w) / n) + 0.02, j
-    assert (xs.mean(0) - mu).norm() <= 4 * math.sqrt(torch.trace(cov) / xs.shape[0]) + allowance['mean'], j
-    cov_err = ((torch.cov(xs.T) - cov).norm() / cov.norm()).item()
-    assert cov_err <= 2 * math.sqrt((d + 1) / xs.shape[0]) + allowance['cov'], (j, cov_err)
-  distance = sliced_wasserstein(x, mixture.sample(n, torch.Generator().manual_seed(7)))
-  assert distance <= allowance['w2'] * reference, (distance, reference)
+  assert_matches(mixture, x, reference, weight=0.02, **allowance)
 
 
 @pytest.mark.parametrize('sde', [SubVPSDE(), VESDE()], ids=['subvp', 've'])

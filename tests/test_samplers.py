@@ -6,13 +6,12 @@ are the sampler's own: discretization (O(1/steps)) and Monte-Carlo noise (O(1/sq
 """
 import math
 
-import ml_collections
 import pytest
 import torch
 
 from configs.default import get_default_config
-from gmm_oracle import (GaussianMixture, exact_score_fn, random_mixture, ring_mixture,
-                        sliced_wasserstein)
+from gmm_oracle import (GaussianMixture, assert_matches, exact_score_fn, random_mixture,
+                        reference_distance, ring_mixture)
 from sde_lib import SubVPSDE, VESDE, VPSDE
 from samplers import get_sampler
 
@@ -55,48 +54,16 @@ def draw(mixture, sde, config, n=N_SAMPLES, seed=1):
                                         progress=False)
 
 
-def reference_distance(mixture, n=N_SAMPLES, draws=4):
-  """Mean sliced Wasserstein distance between two exact sample sets of size n."""
-  g = torch.Generator().manual_seed(123)
-  return sum(sliced_wasserstein(mixture.sample(n, g), mixture.sample(n, g), seed=i)
-             for i in range(draws)) / draws
-
-
-def assert_matches(mixture, x, reference):
-  """Per-component weights, means and covariances, and a two-sample distance.
-
-  Tolerances: 4 standard errors of each Monte-Carlo statistic plus a small allowance for
-  the discretization bias of a 500-step sampler (weights 0.01, means 0.03, covariances 0.05
-  relative); the sliced Wasserstein distance may exceed the exact-vs-exact one by 50%.
-  Errors these tests exist for (a flipped drift sign, doubled noise) move every statistic
-  by far more (see the closing note of the issue).
-  """
-  assert torch.isfinite(x).all()
-  n, d = x.shape
-  k = mixture.assign(x)
-  for j, (w, mu, cov) in enumerate(zip(mixture.weights, mixture.means, mixture.covs)):
-    xs = x[k == j].double()
-    w_hat = xs.shape[0] / n
-    assert abs(w_hat - w) <= 4 * math.sqrt(w * (1 - w) / n) + 0.01, (j, w_hat, float(w))
-    mean_err = (xs.mean(0) - mu).norm().item()
-    assert mean_err <= 4 * math.sqrt(torch.trace(cov) / xs.shape[0]) + 0.03, (j, mean_err)
-    cov_err = ((torch.cov(xs.T) - cov).norm() / cov.norm()).item()
-    # Relative Frobenius error of a sample covariance is about sqrt((d+1)/n_k).
-    assert cov_err <= 2 * math.sqrt((d + 1) / xs.shape[0]) + 0.05, (j, cov_err)
-  distance = sliced_wasserstein(x, mixture.sample(n, torch.Generator().manual_seed(7)))
-  assert distance <= 1.5 * reference, (distance, reference)
-
-
 @pytest.fixture(scope='module')
 def ring():
   mixture = ring_mixture(n_modes=8, radius=2.0, std=0.2)
-  return mixture, reference_distance(mixture)
+  return mixture, reference_distance(mixture, N_SAMPLES)
 
 
 @pytest.fixture(scope='module')
 def mixture16():
   mixture = random_mixture(dim=16, n_modes=3, seed=0)
-  return mixture, reference_distance(mixture)
+  return mixture, reference_distance(mixture, N_SAMPLES)
 
 
 @pytest.mark.parametrize('name', list(SAMPLERS))

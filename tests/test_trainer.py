@@ -18,16 +18,6 @@ from training.trainer import Trainer, learning_rate, train
 from utils.errors import ConfigError
 
 
-@pytest.fixture
-def one_thread():
-  """On a shared 2-core machine two intra-op threads per process oversubscribe the cores and
-  slow small ops by up to 100x; one thread for the duration of a test, then put back."""
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
-
-
 def read_metrics(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]

@@ -3,15 +3,14 @@ import pytest
 import torch
 
 from configs.default import get_default_config
-from gaussian_flow import exact_flow, gaussian_data, loglog_slope
-from gmm_oracle import exact_score_fn, random_mixture, ring_mixture
+from gaussian_flow import ORDER_BUDGETS, exact_flow, gaussian_data, loglog_slope
+from gmm_oracle import DPM_ALLOWANCE, MIXTURES, assert_matches, exact_score_fn, ring_mixture
 from samplers import get_sampler
 from samplers.ddim import ddim
 from samplers.dpm_solver import dpm_solver
 from samplers.fast import fast_sample, fast_times
 from samplers.unipc import unipc
 from sde_lib import VPSDE
-from test_dpm_solver import BIAS, MIXTURES, ORDER_BUDGETS, assert_mixture_moments
 from utils.errors import ConfigError
 
 
@@ -104,14 +103,14 @@ SETTINGS = {'default': {}, 'bh2-2': dict(variant='bh2', order=2),
 def test_samples_match_mixture(mixture_name, settings, steps):
   """The exact mixture score (default noise_removal, eps and schedule): 2000 draws match the
   mixture's weights and per-mode moments within Monte-Carlo error plus the discretization
-  allowance BIAS (tests/test_dpm_solver.py, assert_mixture_moments)."""
+  allowance DPM_ALLOWANCE (gmm_oracle.assert_matches)."""
   mixture, sde = MIXTURES[mixture_name](), VPSDE()
   config = get_default_config().sampling
   config.update(dict(method='unipc', steps=steps, **SETTINGS[settings]))
   x, nfe = get_sampler(config, sde, (2000, mixture.dim))(
       exact_score_fn(mixture, sde), generator=torch.Generator().manual_seed(1), progress=False)
   assert nfe == steps
-  assert_mixture_moments(mixture, x, BIAS[steps])
+  assert_matches(mixture, x, **DPM_ALLOWANCE[steps])
 
 
 @pytest.mark.parametrize('variant', ['bh1', 'bh2'])
