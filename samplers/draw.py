@@ -20,6 +20,7 @@ from data import data_shape, get_data_inverse_scaler, get_data_scaler, get_eval_
 from models import get_score_fn
 from samplers.ems import EMS, EMS_VERSION, compute_ems
 from samplers.registry import get_sampler
+from utils.checkpoint import derived_path
 
 # Fields of config.sampling that do not change how a sample is drawn: how many are drawn, and
 # the batch size of --mode sample (the batch size a set is actually drawn in enters the key).
@@ -88,8 +89,7 @@ def ems_path(config, sampling, sde, checkpoint):
       'version': EMS_VERSION,
   }
   digest = hashlib.sha256(json.dumps(determines, sort_keys=True).encode()).hexdigest()[:10]
-  name = os.path.splitext(os.path.basename(os.path.normpath(checkpoint)))[0]
-  return os.path.join(os.path.dirname(os.path.normpath(checkpoint)), f'{name}.ems-{digest}.pt')
+  return derived_path(checkpoint, 'ems', digest)
 
 
 def checkpoint_ems(config, sampling, sde, score_fn, checkpoint, device):

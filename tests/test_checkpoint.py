@@ -88,6 +88,23 @@ def test_keeps_the_newest_k_and_points_latest_at_the_last(tmp_path):
     ckpt.resolve_checkpoint(workdir, 5)   # pruned; the message lists what exists
 
 
+def test_files_derived_from_a_checkpoint_go_with_it(tmp_path):
+  """A file cached beside a checkpoint (DPM-Solver-v3's EMS) is deleted when the checkpoint is
+  rotated out, and only then: ckpt_1's files go, ckpt_10's (a name ckpt_1 prefixes) stay."""
+  workdir = str(tmp_path)
+  paths = {}
+  for step in (1, 10):
+    path = ckpt.save_checkpoint(workdir, step, {'step': step}, keep=3)
+    paths[step] = ckpt.derived_path(path, 'ems', 'abc123')
+    open(paths[step], 'w').close()
+  assert paths[1] == os.path.join(workdir, 'checkpoints', 'ckpt_1.ems-abc123.pt')
+  assert ckpt.derived_files(paths[1].replace('.ems-abc123', '')) == [paths[1]]
+  ckpt.save_checkpoint(workdir, 20, {'step': 20}, keep=3)
+  assert os.path.exists(paths[1]) and os.path.exists(paths[10])
+  ckpt.save_checkpoint(workdir, 30, {'step': 30}, keep=3)
+  assert not os.path.exists(paths[1]) and os.path.exists(paths[10])
+
+
 def test_crash_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   ckpt.save_checkpoint(workdir, 1, {'step': 1, 'w': torch.arange(4.0)}, keep=1)

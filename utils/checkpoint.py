@@ -4,6 +4,7 @@ Layout: <workdir>/checkpoints/ckpt_<step>.pt and a `latest` file naming the newe
 Every file is written to a temporary file in the same directory and moved into place with
 os.replace, so a crash mid-write leaves the previous checkpoint and pointer untouched.
 """
+import glob
 import os
 import pickle
 import re
@@ -46,14 +47,31 @@ def latest_checkpoint(workdir):
 
 def save_checkpoint(workdir, step, state, keep):
   """Write `state` (tensors and plain values) as ckpt_<step>.pt, point `latest` at it and
-  delete all but the newest `keep` checkpoints. Returns the path."""
+  delete all but the newest `keep` checkpoints, with the files derived from them
+  (derived_path). Returns the path."""
   path = checkpoint_path(workdir, step)
   atomic_write(path, lambda f: torch.save(state, f))
   atomic_write(os.path.join(checkpoint_dir(workdir), LATEST),
                 lambda f: f.write(os.path.basename(path).encode()))
   for _, old in list_checkpoints(workdir)[:-max(keep, 1)]:
+    for derived in derived_files(old):
+      os.remove(derived)
     os.remove(old)
   return path
+
+
+def derived_path(checkpoint, kind, digest):
+  """'<folder>/<checkpoint name>.<kind>-<digest>.pt', e.g. 'checkpoints/ckpt_20.ems-4b0e9a17c2.pt':
+  where a file computed from a checkpoint (DPM-Solver-v3's EMS) is cached, beside it, deleted
+  with it when training rotates it out; `digest` covers whatever else determines the file."""
+  folder, name = os.path.split(os.path.splitext(os.path.normpath(checkpoint))[0])
+  return os.path.join(folder, f'{name}.{kind}-{digest}.pt')
+
+
+def derived_files(checkpoint):
+  """The derived_path files of `checkpoint` on disk."""
+  folder, name = os.path.split(os.path.splitext(os.path.normpath(checkpoint))[0])
+  return glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + '.*-*.pt'))
 
 
 def load_checkpoint(path, device='cpu'):
