@@ -142,6 +142,15 @@ REPORTED = {
 }
 
 
+@pytest.mark.parametrize('name', sorted(set(available_configs()) - {'vp_toy2d'}))
+def test_adaptive_sde_tolerance_is_one_8_bit_level(name):
+  """Jolicoeur-Martineau et al. 2021 set the adaptive solver's eps_abs to one 8-bit level of the
+  data: 2/256 (0.0078) for images in [-1, 1], 1/256 (0.0039) for [0, 1] (their VE models).
+  vp_toy2d's points are not pixels."""
+  config = load(name)
+  assert config.sampling.sde_atol == (0.0078 if config.data.centered else 0.0039)
+
+
 @pytest.mark.parametrize('name', sorted(REPORTED))
 def test_docstring_and_readme_quote_the_reported_numbers(name):
   row, fid, ode_fid, bpd = REPORTED[name]
