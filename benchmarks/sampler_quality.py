@@ -16,8 +16,12 @@ t(sigma) = sde.time_of_log_snr(-log sigma), on the same exact score; it starts f
 Metrics against the exact mixture: sliced W2 to a reference exact sample of the same n; the NLL
 gap mean(-log p(x)) - H, H = -E_p log p from a large exact sample (over-dispersed samples give
 a positive gap, under-dispersed ones a negative one, so 'best' is the smallest |gap|); the
-largest error of a mode's weight (points assigned to their most probable component); wall and
-CPU seconds (k-diffusion's include finding t(sigma) by bisection for sigmas off its schedule).
+largest error of a mode's weight (points assigned to their most probable component); for the
+deterministic samplers the flow error, RMS over points of |x - x_flow|, where x_flow is where
+the exact probability-flow ODE carries the same x_T (dopri5 at rtol = atol = 1e-9 in float64
+to eps, then Tweedie's x0_hat at eps, the limit all of them converge to): x_flow are exact
+samples (up to the ODE's start at the prior and end at eps), so it bounds the W2 distance from
+the sampler's distribution to the exact one, with no sampling floor; wall and CPU seconds (k-diffusion's include finding t(sigma) by bisection for sigmas off its schedule).
 The floor of each metric is that of exact samples of the same n (mean and std over a few
 draws). All samplers share each x_T, hence its sampling noise (the mode counts above all): every
 deterministic sampler converges to the same value for one x_T, which may lie a std or two from
@@ -25,7 +29,7 @@ the floor, and a stochastic one draws other noise. So each number is the mean ov
 draws of x_T (3 by default), and a difference below the noise of two such means is a tie. One
 table per dimension, printed and written to
 benchmarks/results/sampler_quality_<sde>_<dim>d.{json,md}, with per budget our best and
-k-diffusion's best sampler by sliced W2 and by |NLL gap|.
+k-diffusion's best sampler by sliced W2, by |NLL gap| and by flow error.
 
   make bench-deps
   .venv/bin/python benchmarks/sampler_quality.py [--dim 2 16] [--sde vpsde] [--n 4000]
@@ -50,6 +54,7 @@ from configs.default import get_default_config  # noqa: E402
 from gmm_oracle import exact_score_fn, random_mixture, ring_mixture, sliced_wasserstein  # noqa: E402
 from samplers import get_sampler  # noqa: E402
 from samplers.predictions import Predictions  # noqa: E402
+from samplers.probability_flow import flow  # noqa: E402
 from samplers.registry import FAST_SAMPLERS  # noqa: E402
 from samplers.time_schedules import SCHEDULES  # noqa: E402
 from sde_lib import SubVPSDE, VESDE, VPSDE  # noqa: E402
@@ -69,6 +74,13 @@ KD_SAMPLERS = ('euler', 'euler_ancestral', 'heun', 'dpm_2', 'dpm_2_ancestral', '
 KD_SCHEDULES = ('karras', 'exponential')
 KD_ADAPTIVE_TOLERANCES = ((0.2, 0.03), (0.05, 0.0078), (0.01, 0.0016))   # (rtol, atol); the
                                                                           # middle is its default
+# Samplers that draw noise as they go: no single endpoint per x_T, so no flow error.
+STOCHASTIC = {'ancestral', 'euler_maruyama', 'euler_ancestral', 'dpm_2_ancestral',
+              'dpmpp_2s_ancestral', 'dpmpp_sde', 'dpmpp_2m_sde', 'dpmpp_3m_sde'}
+FLOW_TOLERANCE = 1e-9
+METRICS = ('sliced_w2', 'nll_gap', 'max_weight_error', 'flow_error')
+# The budgets the registry's defaults are chosen over (samplers/registry.py, FastSampler).
+DEFAULTS_BUDGETS = (10, 20, 50)
 EPS = get_default_config().sampling.eps   # every sampler's last time, and sigma_min's
 ENTROPY_SAMPLES = 500_000
 REFERENCE_SEED = 1_000_000   # + --seed: the exact reference and floor draws
@@ -99,14 +111,29 @@ class Truth:
     self.floor = {k: dict(mean=sum(d[k] for d in draws) / len(draws),
                           std=torch.tensor([d[k] for d in draws]).std().item())
                   for k in ('sliced_w2', 'nll_gap', 'max_weight_error')}
+    self.floor['flow_error'] = dict(mean=0.0, std=0.0)
+    self.flowed = {}
 
-  def metrics(self, x):
+  def flow_endpoint(self, sde, score_fn, shape, seed):
+    """x_flow of the x_T that seed `seed` draws (every sampler's), computed once per seed."""
+    if seed not in self.flowed:
+      x_T = sde.prior_sampling(shape, generator=torch.Generator().manual_seed(seed)).double()
+      x, _ = flow(sde, score_fn, x_T, sde.T, EPS, rtol=FLOW_TOLERANCE, atol=FLOW_TOLERANCE)
+      t = torch.full((shape[0],), EPS, dtype=torch.float64)
+      self.flowed[seed] = sde.tweedie_x0(x, t, score_fn(x, t))
+    return self.flowed[seed]
+
+  def metrics(self, x, x_flow=None):
+    """The metrics of samples x; flow_error with x_flow, the exact flow of their x_T."""
     if not torch.isfinite(x).all():
-      return dict(sliced_w2=None, nll_gap=None, max_weight_error=None)
+      return dict.fromkeys(METRICS)
     weights = torch.bincount(self.mixture.assign(x), minlength=len(self.mixture.weights)) / len(x)
+    flow_error = (None if x_flow is None else
+                  (x.double() - x_flow).square().sum(1).mean().sqrt().item())
     return dict(sliced_w2=sliced_wasserstein(x, self.reference),
                 nll_gap=-self.mixture.log_prob(x).mean().item() - self.entropy,
-                max_weight_error=(weights.double() - self.mixture.weights).abs().max().item())
+                max_weight_error=(weights.double() - self.mixture.weights).abs().max().item(),
+                flow_error=flow_error)
 
 
 class KarrasDenoiser:
@@ -250,7 +277,9 @@ def benchmark(dim, args, sampling):
     per_seed = []
     for seed in seeds:
       (x, nfe), wall, cpu = run(seed)
-      per_seed.append(dict(seed=seed, nfe=nfe, **truth.metrics(x), wall_s=wall, cpu_s=cpu))
+      x_flow = None if sampler in STOCHASTIC else truth.flow_endpoint(sde, score_fn, shape, seed)
+      per_seed.append(dict(seed=seed, nfe=nfe, **truth.metrics(x, x_flow), wall_s=wall,
+                           cpu_s=cpu))
     nfe = max(r['nfe'] for r in per_seed)
     if budget is None:
       budget = min((b for b in args.budgets if nfe <= b), default=None)
@@ -258,7 +287,7 @@ def benchmark(dim, args, sampling):
       raise RuntimeError(f"{sampler} {setting} spent {nfe} evaluations of a budget of {budget}")
     means = {k: None if any(r[k] is None for r in per_seed) else
              sum(r[k] for r in per_seed) / len(per_seed)
-             for k in ('sliced_w2', 'nll_gap', 'max_weight_error', 'wall_s', 'cpu_s')}
+             for k in METRICS + ('wall_s', 'cpu_s')}
     row = dict(budget=budget, side=side, sampler=sampler, setting=setting, default=default,
                nfe=nfe, **means, per_seed=per_seed)
     rows.append(row)
@@ -325,30 +354,58 @@ def benchmark(dim, args, sampling):
   write(report, args.out)
 
 
+SUMMARY_METRICS = {'sliced_w2': 'sliced W2', 'nll_gap': 'NLL gap', 'flow_error': 'flow error'}
+
+
+def best_settings(rows, budgets):
+  """Per sampler of ours, its settings ranked by the geometric mean of the flow error over
+  `budgets` (how the registry's defaults are chosen): [(sampler, [(gmean, setting, default)])];
+  settings that failed or diverged at a budget are left out."""
+  by_setting = {}
+  for r in rows:
+    if r['side'] == 'ours' and r['budget'] in budgets and r['sampler'] not in STOCHASTIC:
+      by_setting.setdefault((r['sampler'], r['setting'], r['default']), {})[r['budget']] = (
+          r['flow_error'])
+  ranked = {}
+  for (sampler, setting, default), errors in by_setting.items():
+    if set(errors) == set(budgets) and all(e is not None and e > 0 for e in errors.values()):
+      gmean = math.exp(sum(math.log(e) for e in errors.values()) / len(errors))
+      ranked.setdefault(sampler, []).append((gmean, setting, default))
+  return [(sampler, sorted(settings)) for sampler, settings in ranked.items()]
+
+
 def best(rows, side, metric):
   rows = [r for r in rows if r['side'] == side and r[metric] is not None]
   return min(rows, key=lambda r: abs(r[metric]), default=None)
 
 
 def summarize(rows, budgets, floor, seeds):
-  """Per budget and metric (sliced W2, |NLL gap|): our best and k-diffusion's best, and which
-  wins. A mean over `seeds` draws of x_T has the noise std / sqrt(seeds) of the exact-vs-exact
-  spread: two bests closer than that noise of a difference are a tie, and two bests that both
-  lie within twice it of the floor are 'at floor' (the best of many stochastic runs is a
-  minimum over independent noise, so below the floor does not mean better)."""
+  """Per budget and metric (sliced W2, |NLL gap|, flow error): our best and k-diffusion's
+  best, and which wins. A mean over `seeds` draws of x_T has the noise std / sqrt(seeds) of the
+  exact-vs-exact spread: two bests closer than that noise of a difference are a tie, and two
+  bests that both lie within twice it of the floor are 'at floor' (the best of many stochastic
+  runs is a minimum over independent noise, so below the floor does not mean better). The flow
+  error has no floor and no sampling noise given x_T: the side whose best is smaller on every
+  draw of x_T wins, else it is a tie."""
   noise = {k: v['std'] / seeds ** 0.5 for k, v in floor.items()}
 
   def at_floor(row, metric):
     return abs(row[metric] - floor[metric]['mean']) <= 2 * noise[metric] or (
         metric == 'sliced_w2' and row[metric] <= floor[metric]['mean'])
 
+  def smaller_on_every_draw(a, b):
+    return all(x['flow_error'] < y['flow_error'] for x, y in zip(a['per_seed'], b['per_seed']))
+
   summary = []
   for budget in budgets:
     at_budget = [r for r in rows if r['budget'] == budget]
-    for metric in ('sliced_w2', 'nll_gap'):
+    for metric in SUMMARY_METRICS:
       ours, kd = best(at_budget, 'ours', metric), best(at_budget, 'k-diffusion', metric)
       if ours is None or kd is None:
         winner = 'ours' if kd is None else 'k-diffusion'
+      elif metric == 'flow_error':
+        winner = ('ours' if smaller_on_every_draw(ours, kd) else
+                  'k-diffusion' if smaller_on_every_draw(kd, ours) else 'tie')
       else:
         gap = abs(ours[metric]) - abs(kd[metric])
         winner = ('at floor' if at_floor(ours, metric) and at_floor(kd, metric) else
@@ -359,18 +416,23 @@ def summarize(rows, budgets, floor, seeds):
 
 
 HEADER = (f"{'budget':>6s} {'side':11s} {'sampler':18s} {'setting':30s} {'nfe':>4s} "
-          f"{'sliced W2':>9s} {'NLL gap':>8s} {'max |dw|':>8s} {'wall s':>7s} {'CPU s':>7s}")
+          f"{'sliced W2':>9s} {'NLL gap':>8s} {'max |dw|':>8s} {'flow err':>8s} {'wall s':>7s} "
+          f"{'CPU s':>7s}")
 
 
-def fmt(value, digits=4):
-  return '-' if value is None else f'{value:.{digits}f}'
+def fmt(value):
+  """4 decimals, or 3 significant digits below 0.01 (flow errors of converged solvers)."""
+  if value is None:
+    return '-'
+  return f'{value:.4f}' if value == 0 or abs(value) >= 0.01 else f'{value:.2e}'
 
 
 def format_row(r):
   setting = r['setting'] + (' *' if r['default'] else '')
   return (f"{str(r['budget'] or '>'):>6s} {r['side']:11s} {r['sampler']:18s} {setting:30s} "
           f"{r['nfe']:4d} {fmt(r['sliced_w2']):>9s} {fmt(r['nll_gap']):>8s} "
-          f"{fmt(r['max_weight_error']):>8s} {r['wall_s']:7.3f} {r['cpu_s']:7.3f}")
+          f"{fmt(r['max_weight_error']):>8s} {fmt(r['flow_error']):>8s} {r['wall_s']:7.3f} "
+          f"{r['cpu_s']:7.3f}")
 
 
 def describe(row, metric):
@@ -383,7 +445,7 @@ def describe(row, metric):
 def print_summary(report):
   print(f"\nbest per budget ({report['title']}):")
   for s in report['summary']:
-    print(f"  {s['budget']:4d} {s['metric']:9s} ours {describe(s['ours'], s['metric'])} | "
+    print(f"  {s['budget']:4d} {s['metric']:10s} ours {describe(s['ours'], s['metric'])} | "
           f"k-diffusion {describe(s['k_diffusion'], s['metric'])} -> {s['winner']}")
   print(f"{report['seconds']:.0f} s" + ''.join(f" ({k}'s inputs: {v:.0f} s)"
                                               for k, v in report['precompute_s'].items()))
@@ -431,26 +493,40 @@ def write(report, out):
       f"{floor['nll_gap']['mean']:.4f} +- {floor['nll_gap']['std']:.4f}, max weight error "
       f"{floor['max_weight_error']['mean']:.4f} +- {floor['max_weight_error']['std']:.4f}.", '',
       "## Best per budget", '',
-      "By sliced W2 (lower is better) and by |NLL gap| (closer to 0 is better). With the noise "
-      "of a mean over the seeds, std / sqrt(seeds) of the floor's spread: a difference below "
-      "sqrt(2) noises is a tie, and two values within 2 noises of the floor's mean (or below "
-      "it) are both 'at floor', exact samples' quality. `*` marks a sampler's registry "
-      "default.", '',
+      "By sliced W2 (lower is better), by |NLL gap| (closer to 0 is better) and by flow error "
+      "(the RMS distance to the exact probability-flow endpoint of the same x_T, deterministic "
+      "samplers only; lower is better). With the noise of a mean over the seeds, std / "
+      "sqrt(seeds) of the floor's spread: a difference below sqrt(2) noises is a tie, and two "
+      "values within 2 noises of the floor's mean (or below it) are both 'at floor', exact "
+      "samples' quality. The flow error has no floor: a side wins when its best is smaller "
+      "on every draw of x_T. `*` marks a sampler's registry default.", '',
       "| budget | metric | ours best | k-diffusion best | winner |", "|---|---|---|---|---|"]
   for s in report['summary']:
-    name = 'sliced W2' if s['metric'] == 'sliced_w2' else 'NLL gap'
+    name = SUMMARY_METRICS[s['metric']]
     winner = f"**{s['winner']}**" if s['winner'] in ('ours', 'k-diffusion') else s['winner']
     lines.append(f"| {s['budget']} | {name} | {describe(s['ours'], s['metric'])} | "
                  f"{describe(s['k_diffusion'], s['metric'])} | {winner} |")
   lines += ['', "## All runs", '',
             "Budget '>' : an adaptive run that spent more than the largest budget.", '',
             "| budget | side | sampler | setting | nfe | sliced W2 | NLL gap | max weight error | "
-            "wall s | CPU s |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "flow error | wall s | CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in report['rows']:
     lines.append(f"| {r['budget'] or '>'} | {r['side']} | {r['sampler']} | "
                  f"{r['setting']}{' *' if r['default'] else ''} | {r['nfe']} | "
                  f"{fmt(r['sliced_w2'])} | {fmt(r['nll_gap'])} | {fmt(r['max_weight_error'])} | "
-                 f"{r['wall_s']:.3f} | {r['cpu_s']:.3f} |")
+                 f"{fmt(r['flow_error'])} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} |")
+  budgets = [b for b in DEFAULTS_BUDGETS if b in report['budgets']] or report['budgets']
+  lines += ['', "## Each sampler's best settings", '',
+            f"Geometric mean of the flow error over the budgets {list(budgets)}, those the "
+            "registry's defaults are chosen over (the three "
+            "best settings, and the registry default's rank).", '',
+            "| sampler | best | 2nd | 3rd | default |", "|---|---|---|---|---|"]
+  for sampler, settings in best_settings(report['rows'], budgets):
+    cells = [f"{setting}{' *' if default else ''}: {fmt(g)}" for g, setting, default in settings[:3]]
+    cells += [''] * (3 - len(cells))
+    default = next((f"{setting} (rank {i + 1}): {fmt(g)}"
+                    for i, (g, setting, is_default) in enumerate(settings) if is_default), '-')
+    lines.append(f"| {sampler} | " + ' | '.join(cells) + f" | {default} |")
   if report['skipped']:
     lines += ['', "## Skipped", '']
     lines += [f"- {s['sampler']} ({len(s['runs'])} runs: {', '.join(s['runs'])}): {s['reason']}"

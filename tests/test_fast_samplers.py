@@ -17,15 +17,17 @@ OWN = ('ddim', 'heun', 'ipndm')   # the others have test files of their own
 # Allowance per budget on top of the Monte-Carlo terms: a 10-evaluation solver still carries a
 # discretization error that a 50-evaluation one does not (measured on these mixtures at the
 # defaults: relative covariance error up to 0.68 at 10, 0.5 at 20 and 0.33 at 50, the last two
-# Heun's, uniform in t; sliced W2 up to 4x the exact-vs-exact distance at 10, 1.6x at 20,
-# 1.2x at 50). A sign or factor-two
-# slip moves these by orders of magnitude.
+# Heun's; sliced W2 up to 4x the exact-vs-exact distance at 10, 1.6x at 20, 1.2x at 50). A
+# sign or factor-two slip moves these by orders of magnitude.
 ALLOWANCE = {10: dict(mean=0.05, cov=0.8, w2=5.0), 20: dict(mean=0.05, cov=0.5, w2=2.5),
              50: dict(mean=0.05, cov=0.15, w2=1.5)}
-# Heun at 10 evaluations is four second-order steps and an Euler step from sigma(T) = 152:
-# its mode covariances are off by up to 1.7 (relative, ring), as EDM's own results would have
-# it (Heun needs ~35 evaluations on CIFAR-10); it is held to that.
-HEUN_AT_10 = dict(mean=0.1, cov=2.0, w2=5.0)
+# Heun at 10 evaluations is four second-order steps and an Euler step from sigma(T) = 152,
+# far from converged on any schedule, as EDM's own results would have it (Heun needs ~35
+# evaluations on CIFAR-10). At its default (quadratic) the largest errors measured are a mode
+# mean off by 1.31 (16-D; 0.30 on the ring), relative covariance 0.68 and sliced W2 2.5x the
+# floor; uniform in t has the means closer (0.21) and the ring's covariances worse (1.7). It is
+# held to that, rounded up.
+HEUN_AT_10 = dict(mean=1.5, cov=1.0, w2=3.0)
 
 
 def fast_config(method, steps, **overrides):
