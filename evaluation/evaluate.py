@@ -20,6 +20,7 @@ from evaluation.fid import InceptionUnavailable, fid, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, restore_for_inference
 from samplers.draw import data_sampler, sampler_name, samples_key
+from samplers.registry import resolved_sampling
 from sde_lib import get_sde
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.checkpoint import resolve_checkpoint
@@ -155,9 +156,9 @@ def evaluate(config, workdir):
     if arrays:
       save_npz_atomic(os.path.join(out_dir, 'likelihood.npz'), **arrays)
     report = {'checkpoint': ckpt_name, 'step': step, 'sampler': sampler_name(sampling),
-              'sampler_spec': spec, 'key': key, 'sampling': sampling.to_dict(), 'seed': config.seed,
-              'batch_size': e.batch_size, 'num_samples': e.num_samples, 'nfe_per_sample': nfe,
-              'seconds_per_sample': seconds, **numbers, 'notes': list(notes)}
+              'sampler_spec': spec, 'key': key, 'sampling': resolved_sampling(sampling),
+              'seed': config.seed, 'batch_size': e.batch_size, 'num_samples': e.num_samples,
+              'nfe_per_sample': nfe, 'seconds_per_sample': seconds, **numbers, 'notes': list(notes)}
     if space is not None:
       report['fid'] = fid(config, samples, device, space)
     write_reports(out_dir, report)

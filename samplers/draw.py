@@ -19,7 +19,7 @@ from configs.run_config import model_fields
 from data import data_shape, get_data_inverse_scaler, get_data_scaler, get_eval_dataset
 from models import get_score_fn
 from samplers.ems import EMS, EMS_VERSION, compute_ems
-from samplers.registry import get_sampler
+from samplers.registry import get_sampler, resolved_sampling
 from utils.checkpoint import derived_path
 
 # Fields of config.sampling that do not change how a sample is drawn: how many are drawn, and
@@ -173,13 +173,15 @@ def samples_key(config, sampling, checkpoint, batch_size, device):
 
   The hash covers everything that determines the set (see the module docstring): the
   checkpoint (its name and the SHA-256 of its bytes, so a run retrained into the same workdir
-  never meets its predecessor's samples), every sampling setting, the batch size, the seed,
+  never meets its predecessor's samples), every sampling setting (a fast sampler's 'default'
+  ones as they resolve: registry.resolved_sampling), the batch size, the seed,
   the device type and the config fields that define the model. A change to any of them
   gives a new name; the number of samples does not (a longer set begins with a shorter one).
   """
   determines = {
       'checkpoint': [os.path.basename(checkpoint), checkpoint_sha256(checkpoint)],
-      'sampling': {k: v for k, v in sampling.items() if k not in NOT_SAMPLER_SETTINGS},
+      'sampling': {k: v for k, v in resolved_sampling(sampling).items()
+                   if k not in NOT_SAMPLER_SETTINGS},
       'batch_size': batch_size,
       'seed': config.seed,
       'device': torch.device(device).type,

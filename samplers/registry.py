@@ -75,6 +75,17 @@ FAST_SAMPLERS = {
 METHODS = ('pc', 'ancestral', 'ode', 'sde') + tuple(FAST_SAMPLERS)
 
 
+def resolved_sampling(config):
+  """`config` (= config.sampling) as a dict, with a fast sampler's 'default' time_schedule,
+  variant and order replaced by what they resolve to (None where the method has none): what a
+  set of samples is keyed and reported by, so that samples drawn before a change of a
+  method's defaults are never taken for its new ones."""
+  settings = config.to_dict()
+  if config.method in FAST_SAMPLERS:
+    settings.update(FAST_SAMPLERS[config.method].settings(config))
+  return settings
+
+
 def get_predictor(name, variance='beta_tilde'):
   predictors = {'euler_maruyama': euler_maruyama, 'reverse_diffusion': reverse_diffusion,
                 'ancestral': get_ancestral(variance), 'none': None}

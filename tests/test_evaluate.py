@@ -18,6 +18,7 @@ from evaluation.shards import from_storage, to_storage
 from evaluation.vlb import chain_eps_fn, vlb
 from models import get_score_fn, restore_for_inference
 from samplers.draw import data_sampler, draw_samples, sampler_name, samples_key
+from samplers.registry import FAST_SAMPLERS
 from samplers.likelihood import likelihood
 from sde_lib import get_sde
 from training.trainer import train
@@ -93,6 +94,26 @@ def test_samples_key_changes_with_everything_that_determines_the_samples(tmp_pat
   with open(ckpt, 'wb') as f:                     # retrained into the same workdir
     f.write(b'other weights')
   assert key(config) != base
+
+
+def test_samples_key_follows_what_a_default_setting_resolves_to(tmp_path, monkeypatch):
+  """A fast sampler's 'default' schedule is keyed as what it resolves to: the same key as the
+  schedule named explicitly (the same samples), and a new key once the registry's default
+  changes (other samples), so a set drawn under old defaults is never reused."""
+  config = toy2d_config()
+  config.sampling.method, config.sampling.steps = 'heun', 10
+  ckpt = str(tmp_path / 'ckpt_5.pt')
+  with open(ckpt, 'wb') as f:
+    f.write(b'weights')
+  key = lambda sampling: samples_key(config, sampling, ckpt, 4, 'cpu').rsplit('-', 1)[1]
+  default = FAST_SAMPLERS['heun'].defaults['time_schedule']
+  named = config.sampling.copy_and_resolve_references()
+  named.time_schedule = default
+  before = key(config.sampling)
+  assert key(named) == before
+  other = 'uniform' if default != 'uniform' else 'karras'
+  monkeypatch.setitem(FAST_SAMPLERS['heun'].defaults, 'time_schedule', other)
+  assert key(config.sampling) != before
 
 
 def tiny_toy_config():
