@@ -4,7 +4,8 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import ORDER_BUDGETS, exact_flow, gaussian_data, loglog_slope
-from gmm_oracle import DPM_ALLOWANCE, MIXTURES, assert_matches, exact_score_fn, ring_mixture
+from gmm_oracle import (DPM_ALLOWANCE, MIXTURES, SCHEDULE, assert_matches, exact_score_fn,
+                        ring_mixture)
 from samplers import get_sampler
 from samplers.dpm_solver import fast_orders
 from sde_lib import VPSDE
@@ -110,11 +111,11 @@ SETTINGS = {'fast-3': dict(variant='singlestep', order=3), '2M': dict(variant='m
 @pytest.mark.parametrize('mixture_name', list(MIXTURES))
 @pytest.mark.parametrize('settings,steps', CASES)
 def test_samples_match_mixture(mixture_name, settings, steps):
-  """The exact mixture score (default noise_removal, eps and schedule): 2000 draws match the
+  """The exact mixture score (default noise_removal and eps, SCHEDULE): 2000 draws match the
   mixture's weights and per-mode moments (gmm_oracle.assert_matches, DPM_ALLOWANCE)."""
   mixture, sde = MIXTURES[mixture_name](), VPSDE()
   x, nfe = sample(sde, exact_score_fn(mixture, sde), (2000, mixture.dim), method='dpm_solver',
-                  steps=steps, **SETTINGS[settings])
+                  steps=steps, time_schedule=SCHEDULE, **SETTINGS[settings])
   assert nfe == steps
   assert_matches(mixture, x, **DPM_ALLOWANCE[steps])
 

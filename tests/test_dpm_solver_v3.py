@@ -191,7 +191,7 @@ def mixture_and_ems(request):
 
 @pytest.mark.parametrize('steps', [10, 20, 50])
 def test_samples_exact_mixtures(mixture_and_ems, steps):
-  """config.sampling.method = 'dpm_solver_v3' at its defaults (order 3, quadratic, final
+  """config.sampling.method = 'dpm_solver_v3' at its defaults (order 2, quadratic, final
   denoising) with the exact score and EMS from the mixture's draws: nfe == steps, and
   gmm_oracle.assert_matches with a converged sampler's allowances but for the relative
   covariance error: 0.3 at 10 steps, 0.1 from 20 (measured: 0.35 / 0.17 on the ring, whose modes are
