@@ -72,14 +72,6 @@ def algorithm_2(x_T, noises, variance):
   return xs
 
 
-@pytest.fixture
-def float64_default():
-  previous = torch.get_default_dtype()
-  torch.set_default_dtype(torch.float64)
-  yield
-  torch.set_default_dtype(previous)
-
-
 @pytest.mark.parametrize('dtype,tolerance', [('float64', 1e-9), ('float32', 1e-5)])
 @pytest.mark.parametrize('variance', ['beta', 'beta_tilde'])
 def test_discrete_ancestral_sampler_is_algorithm_2(variance, dtype, tolerance, request):
@@ -89,7 +81,7 @@ def test_discrete_ancestral_sampler_is_algorithm_2(variance, dtype, tolerance, r
   to 1e-5 (measured 3e-6: rounding of 1e-7 per step over 1000 steps, amplified where x0_hat =
   x / sqrt(abar) magnifies by 150 near t = T)."""
   if dtype == 'float64':
-    request.getfixturevalue('float64_default')
+    request.getfixturevalue('float64')
   shape = (64, 3)
   network = ExactEpsNetwork()
   score_fn = get_score_fn(VPSDE(), network, continuous=False)

@@ -120,27 +120,6 @@ def test_samples_match_mixture(mixture_name, settings, steps):
   assert_matches(mixture, x, **DPM_ALLOWANCE[steps])
 
 
-@pytest.mark.parametrize('variant', ['singlestep', 'multistep'])
-@pytest.mark.parametrize('noise_removal', [True, False])
-def test_nfe_is_the_budget(variant, noise_removal):
-  """The score is called exactly config.steps times (the multistep methods one evaluation a
-  step; DPM-Solver-fast's split spends the whole budget too), counted independently of nfe."""
-  sde = VPSDE()
-  score = exact_score_fn(ring_mixture(), sde)
-  for order in (1, 2, 3):
-    for steps in range(2, 12):
-      calls = 0
-
-      def counting_score(x, t):
-        nonlocal calls
-        calls += 1
-        return score(x, t)
-
-      _, nfe = sample(sde, counting_score, (4, 2), method='dpm_solver', variant=variant,
-                      order=order, steps=steps, noise_removal=noise_removal)
-      assert nfe == calls == steps, (order, steps, nfe, calls)
-
-
 @pytest.mark.parametrize('field,value', [('variant', 'bh1'), ('variant', '2m'), ('order', 4),
                                          ('order', -1)])
 def test_bad_settings_raise_config_error(field, value):

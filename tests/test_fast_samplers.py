@@ -73,9 +73,11 @@ def test_other_sdes_sample_the_ring_at_20(mixtures, sde, method):
 
 @pytest.mark.parametrize('method', sorted(set(FAST_SAMPLERS) - {'dpm_solver_v3'}))
 def test_nfe_is_the_score_calls_and_within_the_budget(method):
-  """nfe counts the calls actually made and never exceeds sampling.steps, with and without the
-  final denoising, at every budget from 2 to 9 (dpm_solver_v3, which needs its model
-  statistics first, is checked in tests/test_dpm_solver_v3.py)."""
+  """nfe counts the calls actually made (UniPC's corrector included) and never exceeds
+  sampling.steps, for every variant and order of the method, with and without the final
+  denoising, at every budget from 2 to 11; all but Heun (whose steps cost two) spend it
+  exactly (dpm_solver_v3, which needs its model statistics first, is checked in
+  tests/test_dpm_solver_v3.py)."""
   sde, mixture = VPSDE(), ring_mixture()
   score = exact_score_fn(mixture, sde)
   calls = 0
@@ -85,12 +87,18 @@ def test_nfe_is_the_score_calls_and_within_the_budget(method):
     calls += 1
     return score(x, t)
 
-  for noise_removal in (True, False):
-    for budget in range(2, 10):
-      calls = 0
-      config = fast_config(method, budget, noise_removal=noise_removal)
-      x, nfe = get_sampler(config, sde, (8, 2))(counting_score, progress=False)
-      assert nfe == calls <= budget and torch.isfinite(x).all(), (noise_removal, budget, nfe, calls)
+  choices = FAST_SAMPLERS[method].choices
+  for variant in choices['variant'] or ('default',):
+    for order in choices['order'] or (0,):
+      for noise_removal in (True, False):
+        for budget in range(2, 12):
+          calls = 0
+          config = fast_config(method, budget, noise_removal=noise_removal, variant=variant,
+                               order=order)
+          x, nfe = get_sampler(config, sde, (4, 2))(counting_score, progress=False)
+          case = (variant, order, noise_removal, budget, nfe, calls)
+          assert nfe == calls <= budget and torch.isfinite(x).all(), case
+          assert nfe == budget or method == 'heun', case
 
 
 def test_noise_removal_is_tweedie_at_the_last_time():
