@@ -21,7 +21,8 @@ deterministic samplers the flow error, RMS over points of |x - x_flow|, where x_
 the exact probability-flow ODE carries the same x_T (dopri5 at rtol = atol = 1e-9 in float64
 to eps, then Tweedie's x0_hat at eps, the limit all of them converge to): x_flow are exact
 samples (up to the ODE's start at the prior and end at eps), so it bounds the W2 distance from
-the sampler's distribution to the exact one, with no sampling floor; wall and CPU seconds (k-diffusion's include finding t(sigma) by bisection for sigmas off its schedule).
+the sampler's distribution to the exact one, with no sampling floor; wall and CPU seconds
+(k-diffusion's include finding t(sigma) by bisection for sigmas off its schedule).
 The floor of each metric is that of exact samples of the same n (mean and std over a few
 draws). All samplers share each x_T, hence its sampling noise (the mode counts above all): every
 deterministic sampler converges to the same value for one x_T, which may lie a std or two from
@@ -29,11 +30,14 @@ the floor, and a stochastic one draws other noise. So each number is the mean ov
 draws of x_T (3 by default), and a difference below the noise of two such means is a tie. One
 table per dimension, printed and written to
 benchmarks/results/sampler_quality_<sde>_<dim>d.{json,md}, with per budget our best and
-k-diffusion's best sampler by sliced W2, by |NLL gap| and by flow error.
+k-diffusion's best sampler by sliced W2, by |NLL gap| and by flow error; then
+sampler_quality_<sde>_ranking.md ranks each sampler's settings by flow error over all the
+mixtures (--rank_only: from the results already written), the first stage of the registry's
+defaults (samplers/registry.py).
 
   make bench-deps
   .venv/bin/python benchmarks/sampler_quality.py [--dim 2 16] [--sde vpsde] [--n 4000]
-      [--budgets 5 10 20 50] [--quick]
+      [--budgets 5 10 20 50] [--quick] [--rank_only]
 """
 import argparse
 import functools
@@ -357,18 +361,21 @@ def benchmark(dim, args, sampling):
 SUMMARY_METRICS = {'sliced_w2': 'sliced W2', 'nll_gap': 'NLL gap', 'flow_error': 'flow error'}
 
 
-def best_settings(rows, budgets):
+def best_settings(reports, budgets):
   """Per sampler of ours, its settings ranked by the geometric mean of the flow error over
-  `budgets` (how the registry's defaults are chosen): [(sampler, [(gmean, setting, default)])];
-  settings that failed or diverged at a budget are left out."""
+  `budgets` and the mixtures of `reports` (how the registry's defaults are chosen):
+  [(sampler, [(gmean, setting, default)])]; settings that failed or diverged anywhere are
+  left out."""
+  cells = {(report['dim'], budget) for report in reports for budget in budgets}
   by_setting = {}
-  for r in rows:
-    if r['side'] == 'ours' and r['budget'] in budgets and r['sampler'] not in STOCHASTIC:
-      by_setting.setdefault((r['sampler'], r['setting'], r['default']), {})[r['budget']] = (
-          r['flow_error'])
+  for report in reports:
+    for r in report['rows']:
+      if r['side'] == 'ours' and r['budget'] in budgets and r['sampler'] not in STOCHASTIC:
+        by_setting.setdefault((r['sampler'], r['setting'], r['default']), {})[
+            (report['dim'], r['budget'])] = r['flow_error']
   ranked = {}
   for (sampler, setting, default), errors in by_setting.items():
-    if set(errors) == set(budgets) and all(e is not None and e > 0 for e in errors.values()):
+    if set(errors) == cells and all(e is not None and e > 0 for e in errors.values()):
       gmean = math.exp(sum(math.log(e) for e in errors.values()) / len(errors))
       ranked.setdefault(sampler, []).append((gmean, setting, default))
   return [(sampler, sorted(settings)) for sampler, settings in ranked.items()]
@@ -515,18 +522,7 @@ def write(report, out):
                  f"{r['setting']}{' *' if r['default'] else ''} | {r['nfe']} | "
                  f"{fmt(r['sliced_w2'])} | {fmt(r['nll_gap'])} | {fmt(r['max_weight_error'])} | "
                  f"{fmt(r['flow_error'])} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} |")
-  budgets = [b for b in DEFAULTS_BUDGETS if b in report['budgets']] or report['budgets']
-  lines += ['', "## Each sampler's best settings", '',
-            f"Geometric mean of the flow error over the budgets {list(budgets)}, those the "
-            "registry's defaults are chosen over (the three "
-            "best settings, and the registry default's rank).", '',
-            "| sampler | best | 2nd | 3rd | default |", "|---|---|---|---|---|"]
-  for sampler, settings in best_settings(report['rows'], budgets):
-    cells = [f"{setting}{' *' if default else ''}: {fmt(g)}" for g, setting, default in settings[:3]]
-    cells += [''] * (3 - len(cells))
-    default = next((f"{setting} (rank {i + 1}): {fmt(g)}"
-                    for i, (g, setting, is_default) in enumerate(settings) if is_default), '-')
-    lines.append(f"| {sampler} | " + ' | '.join(cells) + f" | {default} |")
+  lines += ['', "## Each sampler's best settings", ''] + ranking_lines([report])
   if report['skipped']:
     lines += ['', "## Skipped", '']
     lines += [f"- {s['sampler']} ({len(s['runs'])} runs: {', '.join(s['runs'])}): {s['reason']}"
@@ -534,6 +530,42 @@ def write(report, out):
   with open(stem + '.md', 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print(f"wrote {stem}.json and {stem}.md")
+
+
+def ranking_lines(reports):
+  """The Markdown table of best_settings over DEFAULTS_BUDGETS and the reports' mixtures."""
+  budgets = [b for b in DEFAULTS_BUDGETS if all(b in r['budgets'] for r in reports)]
+  budgets = budgets or reports[0]['budgets']
+  lines = [f"Geometric mean of the flow error over the budgets {budgets} and the "
+           f"{' and '.join(str(r['dim']) + '-D' for r in reports)} mixture (the three best "
+           "settings, and the rank of the registry's default, `*`).", '',
+           "| sampler | best | 2nd | 3rd | default |", "|---|---|---|---|---|"]
+  for sampler, settings in best_settings(reports, budgets):
+    cells = [f"{setting}{' *' if default else ''}: {fmt(g)}"
+             for g, setting, default in settings[:3]]
+    cells += [''] * (3 - len(cells))
+    default = next((f"{setting} (rank {i + 1}): {fmt(g)}"
+                    for i, (g, setting, is_default) in enumerate(settings) if is_default), '-')
+    lines.append(f"| {sampler} | " + ' | '.join(cells) + f" | {default} |")
+  return lines
+
+
+def write_ranking(sde, dims, out):
+  """benchmarks/results/sampler_quality_<sde>_ranking.md: the settings ranked over every
+  mixture's results (the JSON files of `dims`), the first stage of the registry's defaults."""
+  reports = []
+  for dim in dims:
+    with open(os.path.join(out, f'sampler_quality_{sde}_{dim}d.json')) as f:
+      reports.append(json.load(f))
+  path = os.path.join(out, f'sampler_quality_{sde}_ranking.md')
+  lines = [f"# Each sampler's settings ranked by flow error ({sde}, all mixtures)", '',
+           "From the results of `benchmarks/sampler_quality.py` "
+           f"({', '.join(f'sampler_quality_{sde}_{d}d.json' for d in dims)}); of each "
+           "sampler's three best, the registry's default is the one of lowest FID on the "
+           "digits model at 10 evaluations (samplers/registry.py, README).", '']
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines + ranking_lines(reports)) + '\n')
+  print(f"wrote {path}")
 
 
 def main():
@@ -552,6 +584,8 @@ def main():
                       help='fewer samples, budgets and x_T draws, smaller entropy estimate and '
                            'EMS (under a minute)')
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'results'))
+  parser.add_argument('--rank_only', action='store_true',
+                      help="only rank the settings from the results already in --out")
   args = parser.parse_args()
   quick = args.quick
   args.n = args.n or (500 if quick else 4000)
@@ -559,11 +593,13 @@ def main():
   args.seeds = args.seeds or (1 if quick else 3)
   args.entropy_samples, args.floor_draws = (50_000, 4) if quick else (ENTROPY_SAMPLES, 8)
   args.adaptive_tolerances = KD_ADAPTIVE_TOLERANCES[1:2] if quick else KD_ADAPTIVE_TOLERANCES
-  torch.set_num_threads(args.threads)
-  sampling = import_k_diffusion()
-  args.kd_version = importlib.metadata.version('k-diffusion')
-  for dim in args.dim:
-    benchmark(dim, args, sampling)
+  if not args.rank_only:
+    torch.set_num_threads(args.threads)
+    sampling = import_k_diffusion()
+    args.kd_version = importlib.metadata.version('k-diffusion')
+    for dim in args.dim:
+      benchmark(dim, args, sampling)
+  write_ranking(args.sde, args.dim, args.out)
 
 
 if __name__ == '__main__':

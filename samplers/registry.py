@@ -30,8 +30,9 @@ class FastSampler:
   The defaults are chosen in two stages. benchmarks/sampler_quality.py ranks the settings by
   flow error (the RMS distance of the samples to the exact probability-flow ODE's endpoints of
   the same x_T), as the geometric mean over the budgets 10, 20 and 50 and the ring and 16-D
-  mixtures (its table "Each sampler's best settings"); of the three best, the default is the
-  one of lowest FID at 10 evaluations on the digits model of `make demo` (README). Exact
+  mixtures (benchmarks/results/sampler_quality_vpsde_ranking.md); of the three best, the
+  default is the one of lowest FID at 10 evaluations on the digits model of `make demo`
+  (README). Exact
   mixture scores favour the quadratic schedule more than a trained network does: on digits at
   10, Heun on it diverges (FID 1331) and iPNDM-4 on it gives 7.95 (iPNDM-3: 2.98)."""
 
