@@ -7,11 +7,31 @@ coefficients at t_i and the data (m, s) = (1, 0) one step below t_0. Its exact t
 a = sqrt(alphabar_i / alphabar_{i-1}) = sqrt(alpha_i) and sigma^2 = 1 - alpha_i = beta_i, so
 the generic ancestral step on it is Ho et al.'s Algorithm 2 with the chain's betas, and for
 the VE-SDE it is SMLD's ancestral step on its noise levels sigma_i.
+
+A respaced chain (Nichol & Dhariwal 2021, sec. 4) keeps K < N of the steps, S_1 < ... < S_K,
+and is the same process on fewer times: between kept steps the transitions are
+a^2 = alphabar_{S_k} / alphabar_{S_{k-1}}, i.e. the respaced betas
+1 - alphabar_{S_k} / alphabar_{S_{k-1}} of their eq. 19, and the network still sees S_k.
 """
 import torch
 
 from sde_lib.base import SDE
 from utils.errors import ConfigError
+
+
+def respaced_steps(num_steps, kept):
+  """The `kept` chain steps (0-based, ascending) of a respaced chain of `num_steps`: Nichol &
+  Dhariwal's K evenly spaced steps from the first to the last, each the running sum of the
+  stride (N - 1) / (K - 1) rounded half to even, as their respacing rounds them (the same
+  steps as theirs for every K; K = N keeps every step)."""
+  if not 2 <= kept <= num_steps:
+    raise ConfigError(f"a respaced chain keeps 2 to {num_steps} of the chain's {num_steps} steps "
+                      f"(sampling.steps), got {kept}")
+  stride, position, steps = (num_steps - 1) / (kept - 1), 0.0, []
+  for _ in range(kept):
+    steps.append(round(position))
+    position += stride
+  return steps
 
 
 class DiscreteChain(SDE):
@@ -39,10 +59,9 @@ class DiscreteChain(SDE):
     return self.base.prior_std()
 
   def time_grid(self, steps, eps=None, device=None):
-    """The chain's own times t_{N-1}, ..., t_0, then the data time (`eps` plays no part)."""
-    if steps != self.N:
-      raise ConfigError(f"a discrete-time model is sampled on its {self.N}-step chain: set "
-                        f"sampling.steps={self.N} (got {steps}; respaced chains are not supported yet)")
-    steps_down = torch.arange(self.N - 1, -1, -1, dtype=torch.float64)
+    """The times of the chain's steps from the highest down, all N of them or the `steps` of
+    the respaced chain (respaced_steps), then the data time (`eps` plays no part)."""
+    kept = torch.tensor(respaced_steps(self.N, steps), dtype=torch.float64)
+    steps_down = kept.flip(0)
     times = torch.cat([self.base.chain_time(steps_down), torch.tensor([self.data_time], dtype=torch.float64)])
     return times.to(device=device, dtype=torch.get_default_dtype())

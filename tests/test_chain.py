@@ -14,7 +14,8 @@ from configs.default import get_default_config
 from evaluation.vlb import chain_eps_fn, vlb
 from models import get_score_fn
 from samplers import get_sampler
-from sde_lib import VESDE, VPSDE
+from sde_lib import DiscreteChain, VESDE, VPSDE
+from sde_lib.chain import respaced_steps
 from training.losses import get_loss_fn
 from utils.errors import ConfigError
 
@@ -53,30 +54,78 @@ def sampling_config(variance, steps=N, method='ancestral'):
   return config
 
 
-def algorithm_2(x_T, noises, variance):
-  """Ho et al. 2020, Algorithm 2, with the exact eps; returns [x_T, x_{T-1}, ..., x_0].
+def respaced(kept):
+  """Nichol & Dhariwal 2021, eq. 19: the chain keeping Ho's 0-based steps `kept` (ascending) has
+  alphabar_k = alphabar_{S_k} and betas 1 - alphabar_{S_k} / alphabar_{S_{k-1}} (1 before the
+  first). Returns (betas, alphabar, alphabar_prev); every step kept gives Ho's chain."""
+  abar = HO_ABAR[list(kept)]
+  abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+  return 1 - abar / abar_prev, abar, abar_prev
+
+
+def algorithm_2(x_T, noises, variance, kept=range(N)):
+  """Ho et al. 2020, Algorithm 2, with the exact eps, on the chain keeping the steps `kept`
+  (all N: Ho's own; fewer: respaced(kept), the network seeing the kept step S_k); returns
+  [x_T, ..., x_0].
 
       x_T ~ N(0, I); for t = T, ..., 1: z ~ N(0, I) if t > 1, else z = 0
       x_{t-1} = 1/sqrt(alpha_t) (x_t - (1 - alpha_t)/sqrt(1 - abar_t) eps(x_t, t)) + sigma_t z
   sigma_t^2 = beta_t ('fixedlarge') or beta-tilde_t ('fixedsmall').
   """
-  sigma2 = HO_BETAS if variance == 'beta' else HO_BETA_TILDE
+  kept = list(kept)
+  betas, abar, abar_prev = respaced(kept)
+  sigma2 = betas if variance == 'beta' else betas * (1 - abar_prev) / (1 - abar)
+  K = len(kept)
   xs = [x_T.double()]
-  for t in range(N, 0, -1):
+  for t in range(K, 0, -1):
     i = t - 1
-    z = noises[N - t].double() if t > 1 else torch.zeros_like(xs[-1])
+    z = noises[K - t].double() if t > 1 else torch.zeros_like(xs[-1])
     x = xs[-1]
-    eps = exact_eps(x, torch.full((x.shape[0],), i))
-    xs.append((x - (1 - HO_ALPHAS[i]) / (1 - HO_ABAR[i]).sqrt() * eps) / HO_ALPHAS[i].sqrt()
+    eps = exact_eps(x, torch.full((x.shape[0],), kept[i]))
+    xs.append((x - betas[i] / (1 - abar[i]).sqrt() * eps) / (1 - betas[i]).sqrt()
               + sigma2[i].sqrt() * z)
   return xs
 
 
+def test_respacing_keeps_nichol_and_dhariwals_steps_and_all_of_them_at_k_n():
+  """Their K evenly spaced steps from 0 to N - 1, rounded half to even as their respacing does
+  (hand-computed: a stride of 4.5 from 0 gives 0, round(4.5) = 4, 9; a stride of 3.5 gives 0,
+  round(3.5) = 4, 7); K = N keeps every step, and its betas are Ho's to round-off (1e-15);
+  fewer than 2 or more than N steps are refused."""
+  assert respaced_steps(10, 3) == [0, 4, 9]
+  assert respaced_steps(8, 3) == [0, 4, 7]
+  assert respaced_steps(10, 4) == [0, 3, 6, 9]
+  assert respaced_steps(N, N) == list(range(N))
+  kept = respaced_steps(N, 50)
+  assert len(kept) == 50 and kept[0] == 0 and kept[-1] == N - 1
+  assert all(20 <= b - a <= 21 for a, b in zip(kept, kept[1:]))   # stride 999 / 49 = 20.39
+  assert (respaced(range(N))[0] - HO_BETAS).abs().max() < 1e-15
+  for bad in (1, N + 1):
+    with pytest.raises(ConfigError, match='respaced'):
+      respaced_steps(N, bad)
+
+
+def test_the_respaced_chain_has_the_originals_alphas_cumprod_at_its_steps():
+  """DiscreteChain's grid for K steps lies on the kept steps, where its (m, s) are the original
+  chain's sqrt(alphabar), sqrt(1 - alphabar) (float64, 1e-12), then the data (1, 0)."""
+  chain = DiscreteChain(VPSDE())
+  for K in (N, 100, 20):
+    kept = respaced_steps(N, K)
+    times = chain.time_grid(K).double()
+    mean_coeff, std = chain.marginal_coeffs(times)
+    expected = HO_ABAR[kept].flip(0).sqrt()
+    assert torch.allclose(mean_coeff[:-1].double(), expected, atol=1e-12, rtol=0)
+    assert torch.allclose(std[:-1].double(), (1 - expected ** 2).sqrt(), atol=1e-12, rtol=0)
+    assert float(mean_coeff[-1]) == 1.0 and float(std[-1]) == 0.0
+
+
+@pytest.mark.parametrize('steps', [N, 50])
 @pytest.mark.parametrize('dtype,tolerance', [('float64', 1e-9), ('float32', 1e-5)])
 @pytest.mark.parametrize('variance', ['beta', 'beta_tilde'])
-def test_discrete_ancestral_sampler_is_algorithm_2(variance, dtype, tolerance, request):
+def test_discrete_ancestral_sampler_is_algorithm_2(variance, dtype, tolerance, steps, request):
   """Same noise, step for step: the states the network sees and the final sample agree with the
-  transcription; the network sees the labels 999, 998, ..., 0 exactly. Run in float64 the two
+  transcription, on Ho's chain and on the 50-step respaced one (sampling.steps = 50); the
+  network sees the labels 999, 998, ..., 0 (or the kept steps) exactly. Run in float64 the two
   agree to 1e-9 (measured ~1e-13: the same arithmetic in another order); the float32 sampler
   to 1e-5 (measured 3e-6: rounding of 1e-7 per step over 1000 steps, amplified where x0_hat =
   x / sqrt(abar) magnifies by 150 near t = T)."""
@@ -85,16 +134,17 @@ def test_discrete_ancestral_sampler_is_algorithm_2(variance, dtype, tolerance, r
   shape = (64, 3)
   network = ExactEpsNetwork()
   score_fn = get_score_fn(VPSDE(), network, continuous=False)
-  sampler = get_sampler(sampling_config(variance), VPSDE(), shape, continuous=False)
+  sampler = get_sampler(sampling_config(variance, steps), VPSDE(), shape, continuous=False)
   x0, nfe = sampler(score_fn, generator=torch.Generator().manual_seed(0), progress=False)
 
   g = torch.Generator().manual_seed(0)   # the sampler's draws: x_T, then one z per step
   x_T = torch.randn(shape, generator=g)
-  noises = [torch.randn(shape, generator=g) for _ in range(N)]
-  expected = algorithm_2(x_T, noises, variance)
+  noises = [torch.randn(shape, generator=g) for _ in range(steps)]
+  kept = respaced_steps(N, steps)
+  expected = algorithm_2(x_T, noises, variance, kept)
 
-  assert nfe == N
-  assert torch.equal(torch.stack(network.labels)[:, 0], torch.arange(N - 1, -1, -1).float())
+  assert nfe == steps
+  assert torch.equal(torch.stack(network.labels)[:, 0], torch.tensor(kept[::-1]).float())
   seen = torch.stack(network.inputs).double()
   assert (seen - torch.stack(expected[:-1])).abs().max().item() < tolerance
   assert (x0.double() - expected[-1]).abs().max().item() < tolerance
@@ -224,10 +274,10 @@ def test_discrete_ve_model_walks_smld_noise_levels():
 
 
 def test_chain_settings_that_cannot_run_are_refused():
-  """A discrete-time model samples its N-step chain: another step count, or a predictor that
-  needs the SDE's drift, is a ConfigError when the sampler is built."""
-  with pytest.raises(ConfigError, match='sampling.steps=1000'):
-    get_sampler(sampling_config('beta', steps=100), VPSDE(), (2, 1), continuous=False)
+  """A discrete-time model samples its chain or a respaced one: more steps than the chain has,
+  or a predictor that needs the SDE's drift, is a ConfigError when the sampler is built."""
+  with pytest.raises(ConfigError, match='sampling.steps'):
+    get_sampler(sampling_config('beta', steps=N + 1), VPSDE(), (2, 1), continuous=False)
   config = sampling_config('beta', method='pc')
   config.predictor, config.corrector = 'euler_maruyama', 'none'
   with pytest.raises(ConfigError, match='euler_maruyama'):
