@@ -143,6 +143,8 @@ def get_default_config():
                                       # (Ho et al.'s fixedlarge | fixedsmall), independent of the
                                       # sampler's. 'beta' is the tighter bound on digits: 3.00 vs
                                       # 3.18 bits/dim (benchmarks/vlb_variance.py, 3000 steps)
+  evaluate.vlb_steps = 0              # the bound's chain: 0 = all N steps; K < N = the chain
+                                      # respaced to K steps (Nichol & Dhariwal 2021, sec. 4)
   evaluate.bpd_eps = 1e-5             # probability-flow likelihood: start time eps
   evaluate.bpd_rtol = 1e-5            # ... and the ODE solver's tolerances
   evaluate.bpd_atol = 1e-5

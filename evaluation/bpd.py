@@ -56,7 +56,8 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', generator=None,
 def split_vlb(config, model, sde, split='test', device='cpu', generator=None, progress=True):
   """The DDPM bound over the split's first config.eval.vlb_num_images images, with the reverse
   variance config.eval.vlb_variance (not the sampler's: the bound is a property of the model,
-  whichever sampler draws from it). Returns
+  whichever sampler draws from it), on the chain respaced to config.eval.vlb_steps steps
+  (0: the whole chain). Returns
   ({'mean', 'stderr', 'num_images', 'prior'}, per-sample totals, mean per-step terms), bits/dim."""
   scaler = get_data_scaler(config)
   eps_fn = chain_eps_fn(sde, model, config.training.continuous, config.model.parameterization)
@@ -65,8 +66,8 @@ def split_vlb(config, model, sde, split='test', device='cpu', generator=None, pr
   batches = split_batches(config, split, config.eval.vlb_num_images, config.eval.batch_size, device)
   for x in tqdm(batches, desc=f'VLB ({split})', disable=not progress):
     result = vlb(eps_fn, sde, scaler(x), variance=config.eval.vlb_variance,
-                 num_bins=config.data.num_bins, data_range=data_range, generator=generator,
-                 progress=progress)
+                 num_bins=config.data.num_bins, data_range=data_range,
+                 steps=config.eval.vlb_steps or None, generator=generator, progress=progress)
     totals.append(result.total.cpu().numpy())
     terms.append(result.terms.cpu().numpy())
     priors.append(result.prior.cpu().numpy())

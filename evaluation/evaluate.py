@@ -77,6 +77,7 @@ def likelihood_numbers(config, model, sde, score_fn, device, notes):
       numbers['vlb'], arrays['vlb'], arrays['vlb_terms'] = split_vlb(
           config, model, sde, device=device, generator=generator)
       numbers['vlb']['variance'] = config.eval.vlb_variance
+      numbers['vlb']['steps'] = config.eval.vlb_steps or sde.N
   return numbers, arrays
 
 
@@ -120,7 +121,7 @@ def markdown_report(report):
   if 'vlb' in report:
     r = report['vlb']
     lines.append(f"bits/dim (VLB): {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} "
-                 f"test images (reverse variance {r['variance']}).")
+                 f"test images (reverse variance {r['variance']}, {r['steps']}-step chain).")
   lines += [f"Note: {note}" for note in report['notes']]
   return '\n'.join(lines) + '\n'
 

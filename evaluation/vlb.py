@@ -9,7 +9,10 @@ eps_theta(x_t, t)) / sqrt(alpha_t) (eq. 11), and sigma_t^2 is Ho et al.'s 'fixed
 'fixedsmall' choice (`reverse_variances`). Every L_{t-1} is estimated with its own draw of
 x_t, as Ho et al. do. Chain step i = 0..N-1 of `sde` (its arrays `discrete_betas`,
 `alphas_cumprod`, `posterior_*`, at time sde.chain_time(i)) is DDPM's t = i + 1, so
-`terms[:, i]` is L_i: terms[:, 0] the decoder, terms[:, i >= 1] the KL terms.
+`terms[:, i]` is L_i: terms[:, 0] the decoder, terms[:, i >= 1] the KL terms. On the chain
+respaced to K steps S_0 = 0 < ... < S_{K-1} (Nichol & Dhariwal 2021, sec. 4) the same terms
+are taken with its betas 1 - alphabar_{S_k} / alphabar_{S_{k-1}} and eps_theta(x, S_k), and
+`terms` has K columns.
 """
 import dataclasses
 import math
@@ -19,6 +22,7 @@ from torch import special
 from tqdm.auto import tqdm
 
 from models.score_fn import check_parameterization, get_model_fn, output_to_eps
+from sde_lib.chain import respaced_chain
 from utils.errors import ConfigError
 
 
@@ -60,14 +64,15 @@ def discretized_gaussian_log_prob(x0, mean, std, num_bins, data_range=(-1.0, 1.0
   return log_normal_mass((lower - mean) / std, (upper - mean) / std)
 
 
-def reverse_variances(sde, variance):
-  """sigma_t^2 of p(x_{t-1} | x_t) per chain step (Ho et al. sec. 3.2 and their code):
-  'beta' is 'fixedlarge', beta_t for t >= 2; 'beta_tilde' is 'fixedsmall', beta-tilde_t.
-  At t = 1 (the decoder) beta-tilde_1 = 0, so both use beta-tilde_2, as Ho et al. do."""
-  choices = {'beta': sde.discrete_betas, 'beta_tilde': sde.posterior_variance}
+def reverse_variances(chain, variance):
+  """sigma_t^2 of p(x_{t-1} | x_t) per step of `chain` (ChainArrays; Ho et al. sec. 3.2 and
+  their code): 'beta' is 'fixedlarge', beta_t for t >= 2; 'beta_tilde' is 'fixedsmall',
+  beta-tilde_t. At t = 1 (the decoder) beta-tilde_1 = 0, so both use beta-tilde_2, as Ho et
+  al. do."""
+  choices = {'beta': chain.betas, 'beta_tilde': chain.posterior_variance}
   if variance not in choices:
     raise ConfigError(f"unknown reverse variance {variance!r}; choose one of {sorted(choices)}")
-  return torch.cat([sde.posterior_variance[1:2], choices[variance][1:]])
+  return torch.cat([chain.posterior_variance[1:2], choices[variance][1:]])
 
 
 def chain_eps_fn(sde, model, continuous=True, parameterization='eps'):
@@ -89,25 +94,27 @@ def per_sample_bits(nats):
 
 
 def vlb(eps_fn, sde, x0, variance='beta_tilde', num_bins=256, data_range=(-1.0, 1.0),
-        generator=None, progress=True):
+        steps=None, generator=None, progress=True):
   """The bound of eq. 5 for x0 (model space, on the num_bins grid of data_range) under the
-  chain of `sde` (a VPSDE) and eps_fn(x, i) (see chain_eps_fn). Returns a VLBResult."""
+  chain of `sde` (a VPSDE), respaced to `steps` steps when fewer than its N, and eps_fn(x, i)
+  (see chain_eps_fn). Returns a VLBResult."""
   device, dtype = x0.device, x0.dtype
   as_x = lambda v: v.to(device=device, dtype=dtype)
-  betas, alphas, abar = as_x(sde.discrete_betas), as_x(sde.alphas), as_x(sde.alphas_cumprod)
-  coef1, coef2 = as_x(sde.posterior_mean_coef1), as_x(sde.posterior_mean_coef2)
-  post_var, model_var = as_x(sde.posterior_variance), as_x(reverse_variances(sde, variance))
+  kept, chain = respaced_chain(sde, steps or sde.N)
+  betas, alphas, abar = as_x(chain.betas), as_x(chain.alphas), as_x(chain.alphas_cumprod)
+  coef1, coef2 = as_x(chain.posterior_mean_coef1), as_x(chain.posterior_mean_coef2)
+  post_var, model_var = as_x(chain.posterior_variance), as_x(reverse_variances(chain, variance))
   batch = x0.shape[0]
 
   prior_var = sde.prior_std() ** 2
   prior = per_sample_bits(gaussian_kl(abar[-1].sqrt() * x0, 1.0 - abar[-1],
                                       torch.zeros_like(x0), torch.full_like(x0, prior_var)))
-  terms = torch.empty(batch, sde.N, device=device, dtype=dtype)
-  for i in tqdm(range(sde.N), desc='VLB', disable=not progress, leave=False):
+  terms = torch.empty(batch, len(kept), device=device, dtype=dtype)
+  for i, step in enumerate(tqdm(kept, desc='VLB', disable=not progress, leave=False)):
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
     x_t = abar[i].sqrt() * x0 + (1.0 - abar[i]).sqrt() * noise
     with torch.no_grad():
-      eps = eps_fn(x_t, torch.full((batch,), i, device=device, dtype=torch.long))
+      eps = eps_fn(x_t, torch.full((batch,), step, device=device, dtype=torch.long))
     mean = (x_t - betas[i] / (1.0 - abar[i]).sqrt() * eps) / alphas[i].sqrt()
     if i == 0:
       nats = -discretized_gaussian_log_prob(x0, mean, model_var[0].sqrt(), num_bins, data_range)

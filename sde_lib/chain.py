@@ -13,10 +13,36 @@ and is the same process on fewer times: between kept steps the transitions are
 a^2 = alphabar_{S_k} / alphabar_{S_{k-1}}, i.e. the respaced betas
 1 - alphabar_{S_k} / alphabar_{S_{k-1}} of their eq. 19, and the network still sees S_k.
 """
+import dataclasses
+
 import torch
 
 from sde_lib.base import SDE
 from utils.errors import ConfigError
+
+
+@dataclasses.dataclass
+class ChainArrays:
+  """A VP chain's arrays (float64) from its betas: alphas = 1 - betas, alphabar = their
+  cumulative product (alphabar_prev shifted, 1 first), and the posterior
+  q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta-tilde_t) (Ho et al. 2020, eqs. 6-7)."""
+  betas: torch.Tensor
+  alphas: torch.Tensor
+  alphas_cumprod: torch.Tensor
+  alphas_cumprod_prev: torch.Tensor
+  posterior_mean_coef1: torch.Tensor
+  posterior_mean_coef2: torch.Tensor
+  posterior_variance: torch.Tensor
+
+  @classmethod
+  def from_betas(cls, betas):
+    alphas = 1.0 - betas
+    abar = torch.cumprod(alphas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+    return cls(betas, alphas, abar, abar_prev,
+               posterior_mean_coef1=betas * abar_prev.sqrt() / (1.0 - abar),
+               posterior_mean_coef2=(1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar),
+               posterior_variance=betas * (1.0 - abar_prev) / (1.0 - abar))
 
 
 def respaced_steps(num_steps, kept):
@@ -32,6 +58,18 @@ def respaced_steps(num_steps, kept):
     steps.append(round(position))
     position += stride
   return steps
+
+
+def respaced_chain(sde, steps):
+  """(kept steps, ChainArrays) of the chain of `sde` (a VPSDE) respaced to `steps` steps
+  (respaced_steps): betas 1 - alphabar_{S_k} / alphabar_{S_{k-1}} (Nichol & Dhariwal 2021,
+  eq. 19); all N steps give the chain's own arrays."""
+  kept = respaced_steps(sde.N, steps)
+  if steps == sde.N:
+    return kept, sde.chain_arrays
+  abar = sde.alphas_cumprod[kept]
+  return kept, ChainArrays.from_betas(1.0 - abar / torch.cat([torch.ones(1, dtype=abar.dtype),
+                                                            abar[:-1]]))
 
 
 class DiscreteChain(SDE):

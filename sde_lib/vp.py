@@ -2,6 +2,7 @@
 import torch
 
 from sde_lib.base import SDE, batch_broadcast
+from sde_lib.chain import ChainArrays
 from sde_lib.schedules import get_schedule
 
 
@@ -25,18 +26,14 @@ class VPSDE(SDE):
     self.schedule = get_schedule(schedule, beta_min, beta_max)
     # Chain constants in float64: differences such as 1 - alphabar_1 / alphabar_0 = beta_1 (1e-4)
     # lose three digits in float32. Users cast them to their data's dtype.
-    betas = self._chain_betas()
-    alphas = 1.0 - betas
-    abar = torch.cumprod(alphas, 0)
-    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-    self.discrete_betas, self.alphas = betas, alphas
-    self.alphas_cumprod, self.alphas_cumprod_prev = abar, abar_prev
-    self.sqrt_alphas_cumprod = abar.sqrt()
-    self.sqrt_1m_alphas_cumprod = (1.0 - abar).sqrt()
-    # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t) (Ho et al. eqs. 6-7).
-    self.posterior_mean_coef1 = betas * abar_prev.sqrt() / (1.0 - abar)
-    self.posterior_mean_coef2 = (1.0 - abar_prev) * alphas.sqrt() / (1.0 - abar)
-    self.posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+    self.chain_arrays = c = ChainArrays.from_betas(self._chain_betas())
+    self.discrete_betas, self.alphas = c.betas, c.alphas
+    self.alphas_cumprod, self.alphas_cumprod_prev = c.alphas_cumprod, c.alphas_cumprod_prev
+    self.sqrt_alphas_cumprod = c.alphas_cumprod.sqrt()
+    self.sqrt_1m_alphas_cumprod = (1.0 - c.alphas_cumprod).sqrt()
+    self.posterior_mean_coef1, self.posterior_mean_coef2 = (c.posterior_mean_coef1,
+                                                            c.posterior_mean_coef2)
+    self.posterior_variance = c.posterior_variance
 
   def _chain_betas(self):
     N = self.N

@@ -250,7 +250,7 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
     with open(os.path.join(out_dir, 'report.md')) as md:
       text = md.read()
     for line in (f"{f['fid']:.3f}", f"{report['bpd']['mean']:.4f}", f"{report['vlb']['mean']:.4f}",
-                 'reverse variance beta'):
+                 f'reverse variance beta, {sde.N}-step chain'):
       assert line in text
   assert reports[0]['bpd'] == reports[1]['bpd'] and reports[0]['vlb'] == reports[1]['vlb']
   assert '| ancestral_corrector-none_steps-5 |' in printed and '| pc_steps-5 |' in printed
@@ -280,7 +280,7 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
   assert config.sampling.variance == 'beta_tilde' and e.vlb_variance == 'beta'
   assert reports[0]['vlb']['mean'] == pytest.approx(bounds['beta'], rel=1e-12)
   assert abs(bounds['beta'] - bounds['beta_tilde']) > 1e-3 * bounds['beta']
-  assert reports[0]['vlb']['variance'] == 'beta'
+  assert reports[0]['vlb']['variance'] == 'beta' and reports[0]['vlb']['steps'] == sde.N
 
   # Without Inception weights (and no network), a data set that needs them gets one clear
   # message, FID is skipped, and the rest of the report is still written; the shards of the
