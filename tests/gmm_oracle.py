@@ -147,19 +147,3 @@ def assert_matches(mixture, x, reference=None, weight=0.01, mean=0.03, cov=0.05,
     distance = sliced_wasserstein(x, mixture.sample(n, torch.Generator().manual_seed(7)))
     assert distance <= w2 * reference, (distance, reference)
 
-
-# The mixtures the solvers' tests sample: the 2-D ring of narrow modes, and 16-D anisotropic.
-MIXTURES = {'ring': ring_mixture, 'random16': lambda: random_mixture(16)}
-# The schedule the solvers' mixture tests run on: the one these mixtures are sampled best on
-# (benchmarks/sampler_quality.py). The registry's defaults are chosen for trained networks
-# too, and DPM-Solver++ and UniPC default to logsnr, where at 10 evaluations the third-order
-# methods' mode means in 16-D are off by up to 0.51 (0.12 allowed here).
-SCHEDULE = 'quadratic'
-# assert_matches' allowances for DPM-Solver(++) and UniPC by budget: the largest errors measured
-# with 20000 draws over the settings of test_dpm_solver.py and test_unipc.py (bias plus a third
-# of the Monte-Carlo error of 2000 draws), rounded up. 10 evaluations leave 3 steps of
-# DPM-Solver-3 (cov 0.47 on the ring) or 9 of 2M / UniPC (0.34, 0.38 on random16); at 20 the
-# largest is 0.17 (ring), at 50 the errors are Monte-Carlo noise (cov 0.056, mean 0.021).
-DPM_ALLOWANCE = {10: dict(weight=0.02, mean=0.12, cov=0.6),
-                 20: dict(weight=0.01, mean=0.06, cov=0.25),
-                 50: dict(weight=0.01, mean=0.03, cov=0.05)}
