@@ -16,12 +16,6 @@ import torch
 from samplers.fast import multistep_order
 
 
-def _at(model, t):
-  """m(t), s(t), lambda(t) as floats."""
-  mean_coeff, std = (float(c) for c in model.coeffs(t))
-  return mean_coeff, std, math.log(mean_coeff / std)
-
-
 def _time_of(model, lam):
   return model.sde.time_of_log_snr(torch.tensor(lam, dtype=torch.float64))
 
@@ -42,8 +36,8 @@ def fast_orders(budget, order):
 def dpm_solver_step(model, x, t, s, order):
   """One step of DPM-Solver-1, -2 or -3 from t to s (Lu et al. 2022a: eq. 3.7 / DDIM, Algorithm 1
   with r1 = 1/2, Algorithm 2 with r1 = 1/3, r2 = 2/3); `order` evaluations of eps_hat."""
-  m_t, _, lam_t = _at(model, t)
-  m_s, s_s, lam_s = _at(model, s)
+  m_t, _, lam_t = model.at(t)
+  m_s, s_s, lam_s = model.at(s)
   h = lam_s - lam_t
   eps = model.eps(x, t)
   if order == 1:
@@ -51,13 +45,13 @@ def dpm_solver_step(model, x, t, s, order):
   if order == 2:
     r1 = 0.5
     u = _time_of(model, lam_t + r1 * h)
-    m_u, s_u, _ = _at(model, u)
+    m_u, s_u, _ = model.at(u)
     x_u = m_u / m_t * x - s_u * math.expm1(r1 * h) * eps
     d1 = model.eps(x_u, u) - eps
     return m_s / m_t * x - s_s * math.expm1(h) * eps - s_s / (2 * r1) * math.expm1(h) * d1
   r1, r2 = 1 / 3, 2 / 3
   u1, u2 = _time_of(model, lam_t + r1 * h), _time_of(model, lam_t + r2 * h)
-  (m_u1, s_u1, _), (m_u2, s_u2, _) = _at(model, u1), _at(model, u2)
+  (m_u1, s_u1, _), (m_u2, s_u2, _) = model.at(u1), model.at(u2)
   x_u1 = m_u1 / m_t * x - s_u1 * math.expm1(r1 * h) * eps
   d1 = model.eps(x_u1, u1) - eps
   x_u2 = (m_u2 / m_t * x - s_u2 * math.expm1(r2 * h) * eps
@@ -93,8 +87,8 @@ def dpm_solver_pp_multistep(model, x, budget, times, order=2, lower_order_final=
   ts = times(budget)
   kept, kept_lams = [], []            # the newest first
   for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
-    _, s_t, lam_t = _at(model, t)
-    m_s, s_s, lam_s = _at(model, s)
+    _, s_t, lam_t = model.at(t)
+    m_s, s_s, lam_s = model.at(s)
     kept, kept_lams = [model.x0(x, t)] + kept[:order - 1], [lam_t] + kept_lams[:order - 1]
     p = multistep_order(order, i, budget, lower_order_final)
     x0s, lams = kept[:p], kept_lams[:p]

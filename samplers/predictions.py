@@ -7,6 +7,8 @@ with lambda(t) = log(m / s). DPM-Solver, UniPC and DDIM write their updates in (
 eps_hat or x0_hat); EDM's Heun and iPNDM in sigma = s / m and x / m. Each call is one score
 evaluation, counted in `nfe`.
 """
+import math
+
 import torch
 
 from sde_lib import batch_broadcast
@@ -28,6 +30,11 @@ class Predictions:
     """m(t), s(t) as float64 0-d tensors."""
     mean_coeff, std = self.sde.marginal_coeffs(torch.as_tensor(t, dtype=torch.float64).reshape(1))
     return mean_coeff[0], std[0]
+
+  def at(self, t):
+    """m(t), s(t) and lambda(t) = log(m / s) as floats: an exponential integrator's constants."""
+    mean_coeff, std = (float(c) for c in self.coeffs(t))
+    return mean_coeff, std, math.log(mean_coeff / std)
 
   def log_snr(self, t):
     mean_coeff, std = self.coeffs(t)

@@ -11,12 +11,6 @@ from samplers.fast import multistep_order
 B = {'bh1': lambda h: h, 'bh2': lambda h: -math.expm1(-h)}
 
 
-def _at(model, t):
-  """m(t), s(t), lambda(t) as floats."""
-  mean_coeff, std = (float(c) for c in model.coeffs(t))
-  return mean_coeff, std, math.log(mean_coeff / std)
-
-
 def _phis(h, n):
   """phi_1(h), ..., phi_n(h) with h^{k+1} phi_{k+1}(h) = int_0^h e^{tau - h} tau^k / k! dtau:
   phi_1 = (1 - e^{-h}) / h, phi_{k+1} = (1 / k! - phi_k) / h."""
@@ -59,18 +53,19 @@ def unipc(model, x, budget, times, variant='bh1', order=2, use_corrector=True,
           lower_order_final=True, generator=None):
   """UniPC-p (Zhao et al. 2023, sec. 3.3), multistep, data prediction, on times(budget): each
   step is UniP-k from the k = multistep_order(order, step, budget, lower_order_final) newest
-  predictions, and is redone by UniC-k once x0_hat at its end has been evaluated for the next step,
-  so the corrector costs no evaluation (the last step goes uncorrected: it would cost one).
+  predictions, and is redone by UniC-k once x0_hat at its end has been evaluated for the next
+  step, so the corrector costs no evaluation (the last step goes uncorrected: it would cost one).
   UniP-p has order p, UniPC-p order p + 1 (Corollary 3.2, Theorem 3.1). Deterministic;
   use_corrector=False runs UniP alone.
   """
   b_of_h = B[variant]
   ts = times(budget)
-  at = [_at(model, t) for t in ts]
+  at = [model.at(t) for t in ts]
   kept, kept_lams = [], []                  # the newest first
+  x0s, lams, x_start = [], [], None         # the last step's points and start
   for i in range(budget):
     x0 = model.x0(x, ts[i])
-    if use_corrector and kept:
+    if use_corrector and x0s:
       # UniC: the last step again from its start, with x0_hat at its end as one more point.
       x = unified_update(x_start, at[i - 1], at[i], x0s + [x0], lams + [at[i][2]], b_of_h)
     kept, kept_lams = [x0] + kept[:order - 1], [at[i][2]] + kept_lams[:order - 1]
