@@ -64,14 +64,19 @@ def derived_path(checkpoint, kind, digest):
   """'<folder>/<checkpoint name>.<kind>-<digest>.pt', e.g. 'checkpoints/ckpt_20.ems-4b0e9a17c2.pt':
   where a file computed from a checkpoint (DPM-Solver-v3's EMS) is cached, beside it, deleted
   with it when training rotates it out; `digest` covers whatever else determines the file."""
-  folder, name = os.path.split(os.path.splitext(os.path.normpath(checkpoint))[0])
+  folder, name = _folder_and_name(checkpoint)
   return os.path.join(folder, f'{name}.{kind}-{digest}.pt')
 
 
 def derived_files(checkpoint):
   """The derived_path files of `checkpoint` on disk."""
-  folder, name = os.path.split(os.path.splitext(os.path.normpath(checkpoint))[0])
+  folder, name = _folder_and_name(checkpoint)
   return glob.glob(os.path.join(glob.escape(folder), glob.escape(name) + '.*-*.pt'))
+
+
+def _folder_and_name(checkpoint):
+  """A checkpoint file's (or folder's) directory and its name without the extension."""
+  return os.path.split(os.path.splitext(os.path.normpath(checkpoint))[0])
 
 
 def load_checkpoint(path, device='cpu'):
