@@ -25,11 +25,17 @@ def get_default_config():
   config.training = training = ml_collections.ConfigDict()
   training.batch_size = 128
   training.n_iters = 1_300_001
-  training.loss = 'dsm'               # 'dsm' (continuous or discrete t) | 'ddpm' (L_simple)
+  training.loss = 'dsm'               # 'dsm' (continuous or discrete t) | 'ddpm' (L_simple;
+                                      # L_hybrid with model.learn_variance) | 'vlb' (L_vlb alone,
+                                      # for a learned variance)
   training.continuous = True          # continuous t in [eps, T]; False: integer chain steps
   training.reduce_mean = False        # mean (True) or sum (False) over dimensions
   training.likelihood_weighting = False  # weight DSM by g(t)^2 (Song et al. 2021b)
   training.eps = 1e-5                 # smallest training time
+  training.vlb_weight = 0.001         # lambda of L_hybrid = L_simple + lambda L_vlb (loss 'ddpm'
+                                      # with model.learn_variance; Nichol & Dhariwal 2021)
+  training.vlb_importance = True      # loss 'vlb': timesteps by importance, p_t ~ sqrt(E[L_t^2])
+                                      # over the last 10 values per step (N & D 2021, sec. 3.3)
   training.log_freq = 50
   training.snapshot_freq = 10_000     # checkpoint + sample grid every this many steps
   training.snapshot_sampling = True
@@ -47,7 +53,11 @@ def get_default_config():
   sampling.n_steps_each = 1           # corrector steps per predictor step
   sampling.noise_removal = True       # final step returns its mean (no noise)
   sampling.eps = 1e-3                 # smallest sampling time
-  sampling.variance = 'beta_tilde'    # ancestral reverse variance: 'beta_tilde' | 'beta'
+  sampling.variance = 'beta_tilde'    # ancestral reverse variance: 'beta_tilde' | 'beta' (Ho et
+                                      # al.) | 'learned' (model.learn_variance) | 'analytic' (Bao
+                                      # et al. 2022; sde_lib/reverse_variance.py)
+  sampling.analytic_samples = 100     # 'analytic' (sampling and the VLB): training points per
+                                      # chain step for Gamma_n, cached beside the checkpoint
   sampling.ode_method = 'dopri5'
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
@@ -91,6 +101,9 @@ def get_default_config():
   model.parameterization = 'eps'      # network output: 'eps' (score = -out/std), 'std_score'
                                       # (out = std * score) or 'score' (out = score: NCSN++ with
                                       # scale_by_sigma)
+  model.learn_variance = False       # also output the reverse variance of the DDPM chain (2C
+                                      # channels; Nichol & Dhariwal 2021): sampling.variance and
+                                      # eval.vlb_variance 'learned'
   model.ema_rate = 0.9999
   model.ema_warmup = True             # decay min(ema_rate, (1+n)/(10+n)) after n updates
   model.nf = 128
@@ -140,9 +153,11 @@ def get_default_config():
                                       # 2022) | 'legacy_tensorflow' (comparable with the papers' FID)
   evaluate.vlb_num_images = 0         # test images for the DDPM bound; 0 = the whole split
   evaluate.vlb_variance = 'beta'      # the bound's reverse variance: 'beta' | 'beta_tilde'
-                                      # (Ho et al.'s fixedlarge | fixedsmall), independent of the
-                                      # sampler's. 'beta' is the tighter bound on digits: 3.00 vs
-                                      # 3.18 bits/dim (benchmarks/vlb_variance.py, 3000 steps)
+                                      # (Ho et al.'s fixedlarge | fixedsmall) | 'learned' |
+                                      # 'analytic' (as sampling.variance), independent of the
+                                      # sampler's. On digits 'beta' is the tighter of Ho et al.'s:
+                                      # 3.07 vs 3.27 bits/dim; 'analytic' 2.99 (it costs a Gamma
+                                      # estimate per checkpoint; benchmarks/reverse_variance.py)
   evaluate.vlb_steps = 0              # the bound's chain: 0 = all N steps; K < N = the chain
                                       # respaced to K steps (Nichol & Dhariwal 2021, sec. 4)
   evaluate.bpd_eps = 1e-5             # probability-flow likelihood: start time eps
@@ -150,4 +165,9 @@ def get_default_config():
   evaluate.bpd_atol = 1e-5
   evaluate.hutchinson = 'rademacher'  # divergence estimator: 'gaussian' | 'rademacher' | 'exact'
   evaluate.n_probes = 1               # Hutchinson probes averaged per ODE solve
+  evaluate.dequantization = 'uniform'  # bits/dim of images: 'uniform' | 'truncated_normal'
+                                      # (i-DODE, Zheng et al. 2023); evaluation/dequantization.py
+  evaluate.dequantization_draws = 1   # K draws per image, importance-weighted (Burda et al. 2016);
+                                      # K > 1 turns Hutchinson noise into a downward bias of
+                                      # bits/dim: use hutchinson='exact' or more n_probes
   return config

@@ -19,7 +19,7 @@ from evaluation.bpd import split_bpd, split_vlb
 from evaluation.fid import InceptionUnavailable, fid, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, restore_for_inference
-from samplers.draw import data_sampler, sampler_name, samples_key
+from samplers.draw import data_sampler, sampler_name, samples_key, variance_inputs
 from samplers.registry import resolved_sampling
 from sde_lib import get_sde
 from utils.atomic import atomic_write, save_npz_atomic
@@ -60,25 +60,42 @@ def feature_space(config, device, notes):
     return None
 
 
-def likelihood_numbers(config, model, sde, score_fn, device, notes):
+def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=None):
   """Sampler-independent numbers: ({'bpd': ..., 'vlb': ...}, per-image arrays)."""
   numbers, arrays = {}, {}
   generator = torch.Generator(device).manual_seed(config.seed)
   if config.eval.enable_bpd:
     numbers['bpd'], arrays['bpd'] = split_bpd(config, score_fn, sde, device=device, generator=generator)
-    numbers['bpd']['method'] = (f"probability-flow ODE, {config.eval.hutchinson} divergence "
-                                f"({config.eval.n_probes} probe(s)), eps={config.eval.bpd_eps}")
+    bpd, e = numbers['bpd'], config.eval
+    probes = '' if e.hutchinson == 'exact' else f" ({e.n_probes} probe(s))"
+    draws = ('one draw' if bpd['draws'] == 1 else
+             f"importance-weighted over {bpd['draws']} draws")
+    dequantization = ('continuous data, no dequantization' if bpd['dequantization'] == 'none'
+                      else f"{bpd['dequantization']} dequantization, {draws}")
+    bpd['method'] = (f"probability-flow ODE, {e.hutchinson} divergence{probes}, "
+                     f"eps={e.bpd_eps}; {dequantization}")
   if config.eval.enable_vlb:
     if getattr(sde, 'posterior_variance', None) is None:
       notes.append(f"VLB skipped: the DDPM bound needs the VP chain ({config.sde.name} has none)")
     elif config.data.dataset == 'toy2d':
       notes.append("VLB skipped: its discretized decoder needs quantized image data")
     else:
+      variance = config.eval.vlb_variance
+      inputs = variance_inputs(config, sde, model, device, variance, checkpoint)
       numbers['vlb'], arrays['vlb'], arrays['vlb_terms'] = split_vlb(
-          config, model, sde, device=device, generator=generator)
-      numbers['vlb']['variance'] = config.eval.vlb_variance
+          config, model, sde, device=device, generator=generator, inputs=inputs)
+      numbers['vlb']['variance'] = variance
+      numbers['vlb']['variance_description'] = variance_description(config, variance)
       numbers['vlb']['steps'] = config.eval.vlb_steps or sde.N
   return numbers, arrays
+
+
+def variance_description(config, variance):
+  """The reverse variance a bound used, in words."""
+  return {'beta': 'beta (Ho et al. fixedlarge)', 'beta_tilde': 'beta-tilde (Ho et al. fixedsmall)',
+          'learned': 'learned (Nichol & Dhariwal 2021)',
+          'analytic': f"analytic (Bao et al. 2022; Gamma from {config.sampling.analytic_samples} "
+                      "training points per step)"}.get(variance, variance)
 
 
 def format_number(value, digits=3):
@@ -121,7 +138,7 @@ def markdown_report(report):
   if 'vlb' in report:
     r = report['vlb']
     lines.append(f"bits/dim (VLB): {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} "
-                 f"test images (reverse variance {r['variance']}, {r['steps']}-step chain).")
+                 f"test images (reverse variance {r['variance_description']}, {r['steps']}-step chain).")
   lines += [f"Note: {note}" for note in report['notes']]
   return '\n'.join(lines) + '\n'
 
@@ -146,7 +163,7 @@ def evaluate(config, workdir):
   notes = []
   space = feature_space(config, device, notes) if e.enable_fid else None
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
-  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes)
+  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint)
   reports = []
   for spec, sampling, draw in zip(specs, samplings, draws):
     key = samples_key(config, sampling, checkpoint, e.batch_size, device)

@@ -6,7 +6,8 @@
   L_0     = -log p(x_0 | x_1), a Gaussian discretized over the pixel bins (sec. 3.3),
 where p(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I), mu_theta = (x_t - beta_t / sqrt(1 - abar_t)
 eps_theta(x_t, t)) / sqrt(alpha_t) (eq. 11), and sigma_t^2 is Ho et al.'s 'fixedlarge' or
-'fixedsmall' choice (`reverse_variances`). Every L_{t-1} is estimated with its own draw of
+'fixedsmall' choice, Nichol & Dhariwal's learned or Bao et al.'s analytic one
+(sde_lib/reverse_variance.py). Every L_{t-1} is estimated with its own draw of
 x_t, as Ho et al. do. Chain step i = 0..N-1 of `sde` (its arrays `discrete_betas`,
 `alphas_cumprod`, `posterior_*`, at time sde.chain_time(i)) is DDPM's t = i + 1, so
 `terms[:, i]` is L_i: terms[:, 0] the decoder, terms[:, i >= 1] the KL terms. On the chain
@@ -21,9 +22,9 @@ import torch
 from torch import special
 from tqdm.auto import tqdm
 
-from models.score_fn import check_parameterization, get_model_fn, output_to_eps
+from sde_lib import batch_broadcast
 from sde_lib.chain import respaced_chain
-from utils.errors import ConfigError
+from sde_lib.reverse_variance import chain_step_variance, check_variance
 
 
 @dataclasses.dataclass
@@ -44,7 +45,11 @@ def log_normal_mass(a, b):
   flip = (a + b) > 0
   lower, upper = torch.where(flip, -b, a), torch.where(flip, -a, b)
   log_upper = special.log_ndtr(upper)
-  return log_upper + torch.log(-torch.expm1(special.log_ndtr(lower) - log_upper))
+  # An infinite lower end adds nothing; kept out of log_ndtr so that gradients stay finite.
+  finite = torch.isfinite(lower)
+  safe_lower = torch.where(finite, lower, upper - 1.0)
+  log_rest = torch.log(-torch.expm1(special.log_ndtr(safe_lower) - log_upper))
+  return log_upper + torch.where(finite, log_rest, 0.0)
 
 
 def discretized_gaussian_log_prob(x0, mean, std, num_bins, data_range=(-1.0, 1.0)):
@@ -58,33 +63,11 @@ def discretized_gaussian_log_prob(x0, mean, std, num_bins, data_range=(-1.0, 1.0
   width = (hi - lo) / (num_bins - 1)
   k = torch.round((x0 - lo) / width).clamp(0, num_bins - 1)
   center = lo + k * width
-  lower = torch.where(k > 0, center - width / 2, torch.full_like(x0, -math.inf))
-  upper = torch.where(k < num_bins - 1, center + width / 2, torch.full_like(x0, math.inf))
   std = torch.as_tensor(std, dtype=x0.dtype, device=x0.device)
-  return log_normal_mass((lower - mean) / std, (upper - mean) / std)
-
-
-def reverse_variances(chain, variance):
-  """sigma_t^2 of p(x_{t-1} | x_t) per step of `chain` (ChainArrays; Ho et al. sec. 3.2 and
-  their code): 'beta' is 'fixedlarge', beta_t for t >= 2; 'beta_tilde' is 'fixedsmall',
-  beta-tilde_t. At t = 1 (the decoder) beta-tilde_1 = 0, so both use beta-tilde_2, as Ho et
-  al. do."""
-  choices = {'beta': chain.betas, 'beta_tilde': chain.posterior_variance}
-  if variance not in choices:
-    raise ConfigError(f"unknown reverse variance {variance!r}; choose one of {sorted(choices)}")
-  return torch.cat([chain.posterior_variance[1:2], choices[variance][1:]])
-
-
-def chain_eps_fn(sde, model, continuous=True, parameterization='eps'):
-  """eps_theta(x, i) at chain step i from a network queried at the step's time
-  t_i = sde.chain_time(i): a discrete-time network then sees the step i itself."""
-  check_parameterization(parameterization)
-  model_fn = get_model_fn(sde, model, continuous)
-
-  def eps_fn(x, index):
-    return output_to_eps(*model_fn(x, sde.chain_time(index).to(x.dtype)), parameterization)
-
-  return eps_fn
+  # The outer ends are set after standardizing: (-inf - mean) / std would give NaN gradients.
+  lower = torch.where(k > 0, (center - width / 2 - mean) / std, -math.inf)
+  upper = torch.where(k < num_bins - 1, (center + width / 2 - mean) / std, math.inf)
+  return log_normal_mass(lower, upper)
 
 
 def per_sample_bits(nats):
@@ -93,17 +76,47 @@ def per_sample_bits(nats):
   return flat.sum(1) / (flat.shape[1] * math.log(2))
 
 
+def chain_terms(chain, index, x0, x_t, eps, model_var, num_bins, data_range):
+  """L_i in nats per element at the chain steps `index` (one per sample) of `chain`
+  (ChainArrays), for x_t drawn at those steps and eps_theta(x_t): the decoder's discretized
+  Gaussian where i = 0, else KL(q(x_{i-1} | x_i, x_0) || N(mu_theta, model_var))."""
+  at = lambda array: batch_broadcast(array.to(x0.device)[index], x0)
+  abar, betas = at(chain.alphas_cumprod), at(chain.betas)
+  mean = (x_t - betas / (1.0 - abar).sqrt() * eps) / at(chain.alphas).sqrt()
+  q_mean = at(chain.posterior_mean_coef1) * x0 + at(chain.posterior_mean_coef2) * x_t
+  post_var = batch_broadcast(chain.posterior_variance.to(x0.device)[index.clamp(min=1)], x0)
+  # Each branch sees harmless values where the other is taken, so gradients stay finite.
+  decoder = batch_broadcast(index == 0, x0).bool()
+  nll = -discretized_gaussian_log_prob(x0, torch.where(decoder, mean, x0),
+                                       torch.where(decoder, model_var, 1.0).sqrt(), num_bins,
+                                       data_range)
+  kl = gaussian_kl(q_mean, post_var, torch.where(decoder, q_mean, mean),
+                   torch.where(decoder, post_var, model_var))
+  return torch.where(decoder, nll, kl)
+
+
+def model_variances(chain, index, variance, x0, inputs=None, v=None):
+  """sigma^2 of p(x_{i-1} | x_i) at the steps `index`, broadcast against x0 (per element for
+  a learned variance): sde_lib.reverse_variance.chain_step_variance in x0's dtype."""
+  if variance != 'learned':
+    return batch_broadcast(chain_step_variance(chain, index.cpu(), variance, inputs), x0)
+  return chain_step_variance(chain, index.cpu(), variance, inputs, v)
+
+
 def vlb(eps_fn, sde, x0, variance='beta_tilde', num_bins=256, data_range=(-1.0, 1.0),
-        steps=None, generator=None, progress=True):
+        steps=None, inputs=None, generator=None, progress=True):
   """The bound of eq. 5 for x0 (model space, on the num_bins grid of data_range) under the
   chain of `sde` (a VPSDE), respaced to `steps` steps when fewer than its N, and eps_fn(x, i)
-  (see chain_eps_fn). Returns a VLBResult."""
+  (see models.score_fn.chain_eps_fn). The reverse variance (sde_lib/reverse_variance.py) is 'beta',
+  'beta_tilde', 'learned' (the network's variance output, on the respaced chain's betas) or
+  'analytic' (inputs.gamma(i) at the original step i). Returns a VLBResult."""
+  check_variance(variance)
   device, dtype = x0.device, x0.dtype
-  as_x = lambda v: v.to(device=device, dtype=dtype)
   kept, chain = respaced_chain(sde, steps or sde.N)
-  betas, alphas, abar = as_x(chain.betas), as_x(chain.alphas), as_x(chain.alphas_cumprod)
-  coef1, coef2 = as_x(chain.posterior_mean_coef1), as_x(chain.posterior_mean_coef2)
-  post_var, model_var = as_x(chain.posterior_variance), as_x(reverse_variances(chain, variance))
+  if variance == 'analytic':   # Gamma at the original steps' times
+    times = sde.chain_time(torch.as_tensor(kept, dtype=torch.float64))
+    inputs = dataclasses.replace(inputs, gamma=lambda i, gamma=inputs.gamma: gamma(times[i]))
+  abar = chain.alphas_cumprod.to(device=device, dtype=dtype)
   batch = x0.shape[0]
 
   prior_var = sde.prior_std() ** 2
@@ -114,12 +127,9 @@ def vlb(eps_fn, sde, x0, variance='beta_tilde', num_bins=256, data_range=(-1.0, 
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
     x_t = abar[i].sqrt() * x0 + (1.0 - abar[i]).sqrt() * noise
     with torch.no_grad():
-      eps = eps_fn(x_t, torch.full((batch,), step, device=device, dtype=torch.long))
-    mean = (x_t - betas[i] / (1.0 - abar[i]).sqrt() * eps) / alphas[i].sqrt()
-    if i == 0:
-      nats = -discretized_gaussian_log_prob(x0, mean, model_var[0].sqrt(), num_bins, data_range)
-    else:
-      q_mean = coef1[i] * x0 + coef2[i] * x_t
-      nats = gaussian_kl(q_mean, post_var[i], mean, model_var[i])
-    terms[:, i] = per_sample_bits(nats)
+      eps, v = eps_fn(x_t, torch.full((batch,), step, device=device, dtype=torch.long))
+    index = torch.full((batch,), i, dtype=torch.long)
+    model_var = model_variances(chain, index, variance, x0, inputs, v)
+    terms[:, i] = per_sample_bits(chain_terms(chain, index.to(device), x0, x_t, eps, model_var,
+                                              num_bins, data_range))
   return VLBResult(total=prior + terms.sum(1), terms=terms, prior=prior)

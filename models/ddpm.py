@@ -18,11 +18,13 @@ from utils.errors import ConfigError
 
 
 class DDPM(nn.Module):
-  """eps_theta(x, labels): (B, C, H, W) x [B] floats -> (B, C, H, W); labels are t (N - 1)
-  (continuous time) or the chain step."""
+  """eps_theta(x, labels): (B, C, H, W) x [B] floats -> (B, C_out, H, W); labels are t (N - 1)
+  (continuous time) or the chain step. C_out = C, or 2C for a learned reverse variance (eps,
+  then the variance channels v; Nichol & Dhariwal 2021)."""
 
   def __init__(self,
-               in_channels=3,            # C: image channels, also the output channels
+               in_channels=3,            # C: image channels
+               out_channels=None,        # output channels (None: C)
                nf=128,                   # channels of the first level
                ch_mult=(1, 2, 2, 2),     # level i has nf * ch_mult[i] channels
                num_res_blocks=2,         # ResNet blocks per level on the way down
@@ -77,7 +79,7 @@ class DDPM(nn.Module):
       self.up.append(stage)
 
     self.norm_out = group_norm(ch, num_groups)
-    self.conv_out = conv3x3(ch, in_channels, init_scale=0.0)
+    self.conv_out = conv3x3(ch, out_channels or in_channels, init_scale=0.0)
 
   def forward(self, x, labels):
     check_labels(x, labels)

@@ -20,18 +20,20 @@ class ResidualMLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-  """eps_theta(x, labels): (B, dim) x [B] floats -> (B, dim)."""
+  """eps_theta(x, labels): (B, dim) x [B] floats -> (B, out_dim); out_dim = dim, or 2 dim for a
+  learned reverse variance (eps, then the variance output v)."""
 
   def __init__(self,
                dim=2,           # data dimension
                hidden=256,      # width of every layer and of the time embedding
-               num_layers=4):   # residual blocks
+               num_layers=4,    # residual blocks
+               out_dim=None):   # output dimension (None: dim)
     super().__init__()
     self.time_embed = nn.Sequential(SinusoidalEmbedding(hidden), linear(hidden, hidden), nn.SiLU(),
                                     linear(hidden, hidden))
     self.input = linear(dim, hidden)
     self.blocks = nn.ModuleList(ResidualMLPBlock(hidden) for _ in range(num_layers))
-    self.output = linear(hidden, dim)
+    self.output = linear(hidden, out_dim or dim)
 
   def forward(self, x, labels):
     check_labels(x, labels)

@@ -33,6 +33,7 @@ class NCSNpp(nn.Module):
 
   def __init__(self,
                in_channels=3,
+               out_channels=None,          # None: in_channels; 2x for a learned variance
                image_size=32,
                nf=128,                     # base channel count
                ch_mult=(1, 2, 2, 2),       # channels per resolution, times nf
@@ -74,6 +75,7 @@ class NCSNpp(nn.Module):
     self.register_buffer('sigmas', torch.exp(torch.linspace(
         math.log(sigma_max), math.log(sigma_min), num_scales, dtype=torch.float64)))
     fir_kernel = tuple(fir_kernel) if fir else None
+    out_channels = out_channels or in_channels
     temb_dim = 4 * nf
 
     if resblock_type == 'biggan':
@@ -147,15 +149,16 @@ class NCSNpp(nn.Module):
         stage['attn'] = add(attention(in_ch))
       if progressive != 'none':
         stage['pyramid'] = self._output_pyramid(add, level == num_levels - 1, in_ch, pyramid_ch,
-                                                in_channels, init_scale, fir_kernel)
-        pyramid_ch = in_channels if progressive == 'output_skip' else in_ch
+                                                out_channels, init_scale, fir_kernel)
+        pyramid_ch = out_channels if progressive == 'output_skip' else in_ch
       if level != 0:
         stage['up'] = add(Upsample(in_ch, with_conv=resamp_with_conv, fir_kernel=fir_kernel)
                           if resblock_type == 'ddpm' else resblock(in_ch, up=True))
       plan['up'].append(stage)
 
     if progressive != 'output_skip':
-      plan['out'] = (add(group_norm(in_ch)), add(conv2d(in_ch, in_channels, 3, init_scale=init_scale)))
+      plan['out'] = (add(group_norm(in_ch)),
+                     add(conv2d(in_ch, out_channels, 3, init_scale=init_scale)))
     self.all_modules = nn.ModuleList(modules)
     self.plan = plan   # the same modules by role; a plain dict, so no second set of keys
 

@@ -5,9 +5,25 @@ from models.ncsnpp import NCSNpp
 from utils.errors import ConfigError
 
 
+def output_channels(config, channels):
+  """The network's output channels: the data's, twice that with a learned reverse variance
+  (eps, then the variance output v; Nichol & Dhariwal 2021), which is defined on the VP
+  chain of an eps network trained on its steps."""
+  m = config.model
+  if not m.learn_variance:
+    return channels
+  if (config.sde.name != 'vpsde' or config.training.continuous or m.parameterization != 'eps'
+      or m.scale_by_sigma):
+    raise ConfigError("model.learn_variance learns the reverse variance of the DDPM chain: it "
+                      "needs sde.name='vpsde', training.continuous=False, "
+                      "model.parameterization='eps' and model.scale_by_sigma=False")
+  return 2 * channels
+
+
 def _ddpm(config):
   m, d = config.model, config.data
-  return DDPM(in_channels=d.num_channels, nf=m.nf, ch_mult=tuple(m.ch_mult),
+  return DDPM(in_channels=d.num_channels, out_channels=output_channels(config, d.num_channels),
+              nf=m.nf, ch_mult=tuple(m.ch_mult),
               num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
               dropout=m.dropout, image_size=d.image_size, num_groups=m.num_groups)
 
@@ -22,7 +38,8 @@ def _ncsnpp(config):
                       "variant looks sigma up by score_sde's reversed discrete VE step, which "
                       "our chain steps do not follow)")
   return NCSNpp(
-      in_channels=d.num_channels, image_size=d.image_size, nf=m.nf, ch_mult=tuple(m.ch_mult),
+      in_channels=d.num_channels, out_channels=output_channels(config, d.num_channels),
+      image_size=d.image_size, nf=m.nf, ch_mult=tuple(m.ch_mult),
       num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
       dropout=m.dropout, resblock_type=m.resblock_type, skip_rescale=m.skip_rescale,
       embedding_type=m.embedding_type, fourier_scale=m.fourier_scale, fir=m.fir,
@@ -34,7 +51,8 @@ def _ncsnpp(config):
 
 
 def _mlp(config):
-  return MLP(dim=2, hidden=config.model.hidden, num_layers=config.model.num_layers)
+  return MLP(dim=2, hidden=config.model.hidden, num_layers=config.model.num_layers,
+              out_dim=output_channels(config, 2))
 
 
 MODELS = {'ddpm': _ddpm, 'mlp': _mlp, 'ncsnpp': _ncsnpp}

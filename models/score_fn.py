@@ -2,6 +2,9 @@
 
 A network predicting the noise eps of x_t = m(t) x_0 + s(t) eps gives
 score(x, t) = -eps_theta(x, t) / s(t), i.e. -eps / sqrt(1 - alphabar_t) for the VP-SDE.
+A network with a learned reverse variance (`config.model.learn_variance`; Nichol & Dhariwal
+2021) outputs 2C channels for C-channel data: the first C are the output above, the next C its
+variance output v (sde_lib/reverse_variance.py); `split_output` separates them.
 Other output conventions (`config.model.parameterization`):
   'std_score'  the network outputs s(t) * score (= -eps);
   'score'      the network outputs the score itself (score_sde's NCSN++ with scale_by_sigma).
@@ -40,6 +43,14 @@ def get_model_fn(sde, model, continuous=True):
   return model_fn
 
 
+def split_output(output, x):
+  """(the first C channels of a network's output for x of C channels, the rest or None): the
+  mean output and, for a learned-variance network, its variance output v."""
+  channels = x.shape[1]
+  rest = output[:, channels:]
+  return output[:, :channels], (rest if rest.shape[1] else None)
+
+
 def output_to_score(output, std, parameterization):
   """The score from a network output and the std s(t) of x at its time."""
   sign, power = check_parameterization(parameterization)
@@ -58,9 +69,49 @@ def get_score_fn(sde, model, continuous=True, parameterization='eps'):
   model_fn = get_model_fn(sde, model, continuous)
 
   def score_fn(x, t):
-    return output_to_score(*model_fn(x, t), parameterization)
+    output, std = model_fn(x, t)
+    return output_to_score(split_output(output, x)[0], std, parameterization)
 
   return score_fn
+
+
+def get_score_and_variance_fns(sde, model, continuous=True, parameterization='eps'):
+  """(score_fn, variance_output_fn) of a learned-variance network, sharing its evaluations:
+  variance_output_fn(x, t) right after score_fn(x, t) on the same tensors (as the ancestral
+  step asks) reuses that call's output instead of evaluating the network again."""
+  check_parameterization(parameterization)
+  model_fn = get_model_fn(sde, model, continuous)
+  last = {}
+
+  def evaluate(x, t):
+    if last.get('x') is not x or last.get('t') is not t:
+      output, std = model_fn(x, t)
+      last.update(x=x, t=t, outputs=(*split_output(output, x), std))
+    return last['outputs']
+
+  def score_fn(x, t):
+    output, _, std = evaluate(x, t)
+    return output_to_score(output, std, parameterization)
+
+  def variance_output_fn(x, t):
+    return evaluate(x, t)[1]
+
+  return score_fn, variance_output_fn
+
+
+def chain_eps_fn(sde, model, continuous=True, parameterization='eps'):
+  """eps_fn(x, i) -> (eps_theta(x, i), the variance output v or None) at chain step i from a
+  network queried at the step's time t_i = sde.chain_time(i): a discrete-time network then
+  sees the step i itself."""
+  check_parameterization(parameterization)
+  model_fn = get_model_fn(sde, model, continuous)
+
+  def eps_fn(x, index):
+    output, std = model_fn(x, sde.chain_time(index).to(x.dtype))
+    mean, v = split_output(output, x)
+    return output_to_eps(mean, std, parameterization), v
+
+  return eps_fn
 
 
 def get_x0_fn(sde, score_fn):

@@ -16,11 +16,16 @@ import torch
 
 from configs.default import get_default_config
 from configs.run_config import model_fields
-from data import data_shape, get_data_inverse_scaler, get_data_scaler, get_eval_dataset
+from data import data_range, data_shape, get_data_inverse_scaler, get_data_scaler, get_eval_dataset
+from models.score_fn import chain_eps_fn
 from models import get_score_fn
+from models.score_fn import get_score_and_variance_fns
+from samplers.analytic_variance import GAMMA_VERSION, GammaTable, estimate_gamma
 from samplers.ems import EMS, EMS_VERSION, compute_ems
 from samplers.registry import get_sampler, resolved_sampling
+from sde_lib.reverse_variance import VarianceInputs, check_variance
 from utils.checkpoint import derived_path
+from utils.errors import ConfigError
 
 # Fields of config.sampling that do not change how a sample is drawn: how many are drawn, and
 # the batch size of --mode sample (the batch size a set is actually drawn in enters the key).
@@ -33,23 +38,28 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
 
   The sampler is built here, so a setting it cannot run raises ConfigError before anything is
   drawn. The network is used as given (callers put EMA weights in and switch to eval mode).
-  'dpm_solver_v3' samples with the network's EMS: those of `checkpoint` (the path its weights
-  came from), computed once and cached beside it (checkpoint_ems); without a path (training
-  snapshots) those of the weights the network has when a set is drawn (current_weights_ems).
+  Statistics a sampler needs from the network ('dpm_solver_v3''s EMS, the 'analytic' reverse
+  variance's Gamma table) are those of `checkpoint` (the path its weights came from), computed
+  once and cached beside it; without a path (training snapshots) those of the weights the
+  network has when a set is drawn (see network_statistic).
   """
   sampling = config.sampling if sampling is None else sampling
   continuous = config.training.continuous
-  score_fn = get_score_fn(sde, model, continuous, config.model.parameterization)
+  score_fn, output_fn = score_and_variance_fns(config, sde, model)
   inverse_scaler = get_data_inverse_scaler(config)
   ems = None
   if sampling.method == 'dpm_solver_v3':
-    ems = (checkpoint_ems(config, sampling, sde, score_fn, checkpoint, device) if checkpoint
-           else current_weights_ems(config, sampling, sde, score_fn, model, device))
+    ems = network_statistic(config, model, checkpoint, 'ems', ems_settings(sampling, sde),
+                            lambda progress: training_ems(config, sampling, sde, score_fn, device,
+                                                          progress), EMS.load)
+  inputs = None
+  if sampling.variance in ('learned', 'analytic'):
+    inputs = variance_inputs(config, sde, model, device, sampling.variance, checkpoint, output_fn)
 
   @functools.lru_cache(maxsize=None)
   def sampler(n):
     return get_sampler(sampling, sde, (n,) + data_shape(config), device=device,
-                       continuous=continuous, ems=ems)
+                       continuous=continuous, ems=ems, variance_inputs=inputs)
 
   sampler(sampling.batch_size)   # built now: a setting it cannot run stops the caller here
 
@@ -60,65 +70,116 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
   return draw
 
 
-def training_ems(config, sampling, sde, score_fn, device, progress=True):
-  """The EMS of score_fn (samplers/ems.py) from sampling.ems_samples training points (a subset
-  drawn with config.seed, as stored: no flips or dequantization; scaled to the model's range) on
-  sampling.ems_grid intervals in lambda from T to sampling.eps."""
+def score_and_variance_fns(config, sde, model):
+  """(score_fn, the network's variance output function or None): a learned-variance network's
+  two share each evaluation (models.score_fn.get_score_and_variance_fns)."""
+  args = (sde, model, config.training.continuous, config.model.parameterization)
+  if config.model.learn_variance:
+    return get_score_and_variance_fns(*args)
+  return get_score_fn(*args), None
+
+
+def variance_inputs(config, sde, model, device, variance, checkpoint=None, output_fn=None):
+  """sde_lib.reverse_variance.VarianceInputs of `variance` for the network: its variance
+  output function ('learned'), its Gamma table ('analytic': network_statistic, from
+  sampling.analytic_samples training points), and the data's range and level width."""
+  check_variance(variance)
+  if variance == 'learned' and not config.model.learn_variance:
+    raise ConfigError("the 'learned' reverse variance needs a network trained with "
+                      "model.learn_variance=True")
+  lo, hi = data_range(config)
+  images = len(data_shape(config)) == 3
+  inputs = VarianceInputs(output_fn=output_fn, data_half_range=(hi - lo) / 2,
+                          bin_width=(hi - lo) / (config.data.num_bins - 1) if images else None)
+  if variance == 'analytic':
+    table = network_statistic(
+        config, model, checkpoint, 'gamma', {'samples': config.sampling.analytic_samples,
+                                             'version': GAMMA_VERSION},
+        lambda progress: training_gamma(config, sde, model, device, progress), GammaTable.load)
+    inputs.gamma = lambda t: (table if isinstance(table, GammaTable) else table())(t)
+  return inputs
+
+
+def training_points(config, num_points, device):
+  """num_points training points (a subset drawn with config.seed, as stored: no flips or
+  dequantization; scaled to the model's range) and the generator that drew them."""
   dataset = get_eval_dataset(config, 'train')
   generator = torch.Generator().manual_seed(config.seed)
-  index = torch.randperm(len(dataset), generator=generator)[:sampling.ems_samples]
+  index = torch.randperm(len(dataset), generator=generator)[:num_points]
   data = get_data_scaler(config)(torch.stack([dataset[int(i)][0] for i in index]))
-  return compute_ems(score_fn, sde, data.to(device), sampling.eps, sampling.ems_grid,
+  return data.to(device), generator
+
+
+def training_ems(config, sampling, sde, score_fn, device, progress=True):
+  """The EMS of score_fn (samplers/ems.py) from sampling.ems_samples training points on
+  sampling.ems_grid intervals in lambda from T to sampling.eps."""
+  data, generator = training_points(config, sampling.ems_samples, device)
+  return compute_ems(score_fn, sde, data, sampling.eps, sampling.ems_grid,
                      sampling.batch_size, generator=generator, progress=progress)
 
 
+def training_gamma(config, sde, model, device, progress=True):
+  """The network's Gamma table (samplers/analytic_variance.py) from sampling.analytic_samples
+  training points, one noise draw per point and chain step."""
+  data, generator = training_points(config, config.sampling.analytic_samples, device)
+  eps_fn = chain_eps_fn(sde, model, config.training.continuous, config.model.parameterization)
+  return estimate_gamma(eps_fn, sde, data, config.eval.batch_size, generator=generator,
+                        progress=progress)
+
+
+def ems_settings(sampling, sde):
+  """What besides the network determines its EMS."""
+  return {'samples': sampling.ems_samples, 'grid': sampling.ems_grid,
+          'times': [sampling.eps, sde.T], 'version': EMS_VERSION}
+
+
 def ems_path(config, sampling, sde, checkpoint):
-  """'<checkpoint's folder>/<checkpoint name>.ems-<hash>.pt', e.g.
+  """Where the EMS of `checkpoint` are cached (statistic_path)."""
+  return statistic_path(config, checkpoint, 'ems', ems_settings(sampling, sde))
+
+
+def statistic_path(config, checkpoint, kind, settings):
+  """'<checkpoint's folder>/<checkpoint name>.<kind>-<hash>.pt', e.g.
   'checkpoints/ckpt_20.ems-4b0e9a17c2.pt': beside the checkpoint, the hash covering what
-  determines its EMS (the checkpoint's bytes, the model fields, the data config, the number of
-  points, the grid and its ends, the seed, the estimator's version), so a retrained or changed
-  checkpoint never meets another's EMS."""
+  determines the statistic (the checkpoint's bytes, the model fields, the data config, the seed
+  and its own `settings`), so a retrained or changed checkpoint never meets another's."""
   determines = {
       'checkpoint': checkpoint_sha256(checkpoint),
       'model': model_fields(config),
       'data': {k: v for k, v in config.data.items() if k != 'root'},
-      'samples': sampling.ems_samples,
-      'grid': sampling.ems_grid,
-      'times': [sampling.eps, sde.T],
       'seed': config.seed,
-      'version': EMS_VERSION,
+      **settings,
   }
   digest = hashlib.sha256(json.dumps(determines, sort_keys=True).encode()).hexdigest()[:10]
-  return derived_path(checkpoint, 'ems', digest)
+  return derived_path(checkpoint, kind, digest)
 
 
-def checkpoint_ems(config, sampling, sde, score_fn, checkpoint, device):
-  """The EMS of the network loaded from `checkpoint`: read from ems_path if there, else
-  computed from the training data (training_ems) and written there atomically."""
-  path = ems_path(config, sampling, sde, checkpoint)
-  if os.path.exists(path):
-    return EMS.load(path)
-  ems = training_ems(config, sampling, sde, score_fn, device)
-  ems.save(path)
-  return ems
-
-
-def current_weights_ems(config, sampling, sde, score_fn, model, device):
-  """A function returning the EMS of `model` as its weights are when it is called (there is no
-  checkpoint path to cache them beside), recomputed only when the weights have changed."""
+def network_statistic(config, model, checkpoint, kind, settings, compute, load):
+  """A statistic of the network that a sampler needs (compute(progress) -> an object with
+  .save(path); load(path) reads one back). With a `checkpoint` path: read from statistic_path
+  if there, else computed now and written there atomically. Without one (training snapshots):
+  a function returning the statistic of the weights `model` has when it is called, recomputed
+  only when they have changed."""
+  if checkpoint:
+    path = statistic_path(config, checkpoint, kind, settings)
+    if os.path.exists(path):
+      return load(path)
+    value = compute(True)
+    value.save(path)
+    return value
   memo = {}
 
-  def ems():
+  def current():
     weights = hashlib.sha256()
     for tensor in model.state_dict().values():
       weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     key = weights.hexdigest()
     if key not in memo:
       memo.clear()
-      memo[key] = training_ems(config, sampling, sde, score_fn, device, progress=False)
+      memo[key] = compute(False)
     return memo[key]
 
-  return ems
+  return current
 
 
 def batch_generator(seed, index, device):

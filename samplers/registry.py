@@ -14,6 +14,7 @@ from samplers.ipndm import ipndm
 from samplers.langevin import annealed_langevin, langevin
 from samplers.pc import pc_sample
 from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
+from sde_lib.reverse_variance import check_variance
 from samplers.probability_flow import ode_sample
 from samplers.reverse_sde import reverse_sde_sample
 from samplers.unipc import unipc
@@ -89,9 +90,13 @@ def resolved_sampling(config):
   return settings
 
 
-def get_predictor(name, variance='beta_tilde'):
+def get_predictor(name, variance='beta_tilde', inputs=None, clip_below=None):
+  """The named predictor; 'ancestral' with the reverse variance `variance` (see get_ancestral)."""
+  check_variance(variance)
+  if name == 'ancestral':
+    return get_ancestral(variance, inputs, clip_below)
   predictors = {'euler_maruyama': euler_maruyama, 'reverse_diffusion': reverse_diffusion,
-                'ancestral': get_ancestral(variance), 'none': None}
+                'none': None}
   if name not in predictors:
     raise ConfigError(f"unknown predictor {name!r}; choose one of {sorted(predictors)}")
   return predictors[name]
@@ -103,7 +108,7 @@ def get_corrector(name):
   return CORRECTORS[name]
 
 
-def get_sampler(config, sde, shape, device=None, continuous=True, ems=None):
+def get_sampler(config, sde, shape, device=None, continuous=True, ems=None, variance_inputs=None):
   """sampler(score_fn, generator=None, progress=True) -> (x, nfe) for `config` (= config.sampling).
 
   method: 'pc' (config.predictor + config.corrector), 'ancestral' (DDPM: ancestral predictor, no
@@ -116,21 +121,26 @@ def get_sampler(config, sde, shape, device=None, continuous=True, ems=None):
   samplers (FAST_SAMPLERS; config.steps is their budget of score evaluations) run on the SDE
   too, except 'ddim', which steps on a subsequence of the chain as Song et al. define it.
   'dpm_solver_v3' needs `ems`, the network's empirical model statistics on [config.eps, T]
-  (samplers/ems.py: an EMS, or a function returning one when sampling starts).
+  (samplers/ems.py: an EMS, or a function returning one when sampling starts); the ancestral
+  step with config.variance 'learned' or 'analytic' its `variance_inputs`
+  (sde_lib.reverse_variance.VarianceInputs). On a discrete-time model's chain, config.steps < N
+  samples the respaced chain (Nichol & Dhariwal 2021, sec. 4).
   Settings that cannot run raise ConfigError here, before any sampling.
   """
   common = dict(eps=config.eps, noise_removal=config.noise_removal, device=device)
   if config.method in ('pc', 'ancestral'):
     ancestral = config.method == 'ancestral'
-    predictor = get_predictor('ancestral' if ancestral else config.predictor, config.variance)
+    if not continuous:
+      sde = DiscreteChain(sde)
+    grid = sde.time_grid(config.steps, config.eps)   # validates the number of steps
+    predictor = get_predictor('ancestral' if ancestral else config.predictor, config.variance,
+                              variance_inputs, clip_below=float(grid[-2]))
     corrector = None if ancestral else get_corrector(config.corrector)
     if not continuous:
       if predictor is euler_maruyama:
         raise ConfigError("euler_maruyama steps the continuous SDE; a discrete-time model "
                           "(training.continuous=False) is sampled on its chain: use the "
                           "'ancestral' or 'reverse_diffusion' predictor")
-      sde = DiscreteChain(sde)
-    sde.time_grid(config.steps, config.eps)   # validates the number of steps
     run = functools.partial(pc_sample, sde, shape=shape, predictor=predictor, corrector=corrector,
                             steps=config.steps, snr=config.snr, n_steps_each=config.n_steps_each,
                             **common)

@@ -15,8 +15,9 @@ from utils.errors import ConfigError
 
 def batch_broadcast(v, x):
   """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, ...], in x's
-  dtype (coefficients computed in float64, like the DDPM chain's, do not promote x)."""
-  return v.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+  dtype and on its device (coefficients computed in float64 on the CPU, like the DDPM chain's,
+  do not promote x)."""
+  return v.reshape(-1, *([1] * (x.dim() - 1))).to(device=x.device, dtype=x.dtype)
 
 
 class SDE(abc.ABC):

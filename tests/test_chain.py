@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from configs.default import get_default_config
-from evaluation.vlb import chain_eps_fn, vlb
+from evaluation.vlb import vlb
+from models.score_fn import chain_eps_fn
 from models import get_score_fn
 from samplers import get_sampler
 from sde_lib import DiscreteChain, VESDE, VPSDE

@@ -12,6 +12,7 @@ from data.datasets import DATASETS, data_shape
 from models.registry import MODELS
 from samplers.registry import METHODS, get_sampler
 from sde_lib import get_sde
+from sde_lib.reverse_variance import VarianceInputs
 from training.losses import get_loss_fn
 from utils.errors import ConfigError
 
@@ -39,8 +40,10 @@ def test_config_builds_resolves_and_only_overrides_default_fields(name):
   assert importlib.import_module(f'configs.{name}').__doc__  # says which paper / row it follows
   sde = get_sde(config)
   get_loss_fn(config, sde)                  # the loss settings are consistent
+  network_given = VarianceInputs(output_fn=lambda x, t: x, gamma=lambda t: t)   # stand-ins
   get_sampler(config.sampling, sde, (1,) + data_shape(config),
-              continuous=config.training.continuous)  # and the sampler's
+              continuous=config.training.continuous,
+              variance_inputs=network_given)  # and the sampler's
   assert config.model.name in MODELS
   assert config.data.dataset in DATASETS
   assert config.sampling.method in METHODS

@@ -15,7 +15,8 @@ from evaluation import fid as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from evaluation.evaluate import evaluate, parse_sampler_spec
 from evaluation.shards import from_storage, to_storage
-from evaluation.vlb import chain_eps_fn, vlb
+from evaluation.vlb import vlb
+from models.score_fn import chain_eps_fn
 from models import get_score_fn, restore_for_inference
 from samplers.draw import data_sampler, draw_samples, sampler_name, samples_key
 from samplers.registry import FAST_SAMPLERS
@@ -250,7 +251,7 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
     with open(os.path.join(out_dir, 'report.md')) as md:
       text = md.read()
     for line in (f"{f['fid']:.3f}", f"{report['bpd']['mean']:.4f}", f"{report['vlb']['mean']:.4f}",
-                 f'reverse variance beta, {sde.N}-step chain'):
+                 f'reverse variance beta (Ho et al. fixedlarge), {sde.N}-step chain'):
       assert line in text
   assert reports[0]['bpd'] == reports[1]['bpd'] and reports[0]['vlb'] == reports[1]['vlb']
   assert '| ancestral_corrector-none_steps-5 |' in printed and '| pc_steps-5 |' in printed

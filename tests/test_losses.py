@@ -203,5 +203,5 @@ def test_bad_loss_configs_say_what_to_change():
     get_loss_fn(loss_config('vesde', loss='ddpm', continuous=False), VESDE())
   with pytest.raises(ValueError, match='continuous=True'):
     get_loss_fn(loss_config('vpsde', continuous=False, likelihood_weighting=True), VPSDE())
-  with pytest.raises(ValueError, match="choose 'dsm' or 'ddpm'"):
+  with pytest.raises(ValueError, match="choose 'dsm', 'ddpm' or 'vlb'"):
     get_loss_fn(loss_config('vpsde', loss='nope'), VPSDE())

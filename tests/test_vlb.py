@@ -6,9 +6,11 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from evaluation.vlb import chain_eps_fn, discretized_gaussian_log_prob, vlb
+from evaluation.vlb import discretized_gaussian_log_prob, vlb
+from models.score_fn import chain_eps_fn
 from sde_lib import VPSDE
 from sde_lib.chain import respaced_steps
+from sde_lib.reverse_variance import chain_step_variance
 
 MU, SIGMA, NUM_BINS = 0.2, 0.3, 256
 WIDTH = 2 / (NUM_BINS - 1)
@@ -26,7 +28,7 @@ def gaussian_optimal_eps(sde, mu=MU, sigma=SIGMA, scale=1.0):
 
   def eps_fn(x, index):
     abar = abar_all[index].reshape(-1, *([1] * (x.dim() - 1)))
-    return scale * (1 - abar).sqrt() / (abar * sigma ** 2 + 1 - abar) * (x - abar.sqrt() * mu)
+    return scale * (1 - abar).sqrt() / (abar * sigma ** 2 + 1 - abar) * (x - abar.sqrt() * mu), None
 
   return eps_fn
 
@@ -89,13 +91,13 @@ def test_reverse_variances_are_ho_et_al(variance, ho_name):
   result = vlb(eps_fn, sde, x0, variance=variance, num_bins=NUM_BINS,
                generator=torch.Generator().manual_seed(4), progress=False)
   ho_var = ho_reverse_variances(1000, ho_name)
-  from evaluation.vlb import reverse_variances
-  assert torch.allclose(reverse_variances(sde.chain_arrays, variance).double(), ho_var, rtol=1e-9)
+  ours = chain_step_variance(sde.chain_arrays, torch.arange(1000), variance)
+  assert torch.allclose(ours, ho_var, rtol=1e-9)
   # Replay the bound's first draw (step 1) and decode by hand.
   noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
   beta_1 = 1e-4
   x_1 = math.sqrt(1 - beta_1) * x0 + math.sqrt(beta_1) * noise
-  mean = (x_1 - beta_1 / math.sqrt(beta_1) * eps_fn(x_1, torch.zeros(4, dtype=torch.long))) / math.sqrt(1 - beta_1)
+  mean = (x_1 - beta_1 / math.sqrt(beta_1) * eps_fn(x_1, torch.zeros(4, dtype=torch.long))[0]) / math.sqrt(1 - beta_1)
   std = math.sqrt(ho_var[0].item())
   lower = np.where(x0.numpy() > -1, x0.numpy() - WIDTH / 2, -np.inf)
   upper = np.where(x0.numpy() < 1, x0.numpy() + WIDTH / 2, np.inf)
@@ -134,7 +136,7 @@ def test_each_term_matches_monte_carlo(variance, steps):
     x_prev = abar[i - 1].sqrt() * x0 + (1 - abar[i - 1]).sqrt() * torch.randn(x0.shape, generator=g, dtype=torch.float64)
     x_t = (1 - betas[i]).sqrt() * x_prev + betas[i].sqrt() * torch.randn(x0.shape, generator=g, dtype=torch.float64)
     index = torch.full((len(x0),), kept[i])
-    model_mean = (x_t - betas[i] / (1 - abar[i]).sqrt() * eps_fn(x_t, index)) / (1 - betas[i]).sqrt()
+    model_mean = (x_t - betas[i] / (1 - abar[i]).sqrt() * eps_fn(x_t, index)[0]) / (1 - betas[i]).sqrt()
     log_ratio = (logn(x_t, (1 - betas[i]).sqrt() * x_prev, betas[i]) + logn(x_prev, abar[i - 1].sqrt() * x0, 1 - abar[i - 1])
                  - logn(x_t, abar[i].sqrt() * x0, 1 - abar[i]) - logn(x_prev, model_mean, model_var[i]))
     mc = log_ratio * to_bits
@@ -183,13 +185,15 @@ def test_chain_eps_fn_queries_the_chain_steps():
   labels_seen = []
   net = lambda x, labels: labels_seen.append(labels) or torch.ones_like(x)
   x, index = torch.zeros(3, 2), torch.tensor([0, 4, 9])
-  assert torch.equal(chain_eps_fn(sde, net, continuous=False)(x, index), torch.ones(3, 2))
+  assert torch.equal(chain_eps_fn(sde, net, continuous=False)(x, index)[0], torch.ones(3, 2))
   assert torch.equal(labels_seen[-1], index.float())
-  out = chain_eps_fn(sde, net, continuous=True, parameterization='std_score')(x, index)
-  assert torch.equal(out, -torch.ones(3, 2))
+  out, v = chain_eps_fn(sde, net, continuous=True, parameterization='std_score')(x, index)
+  assert torch.equal(out, -torch.ones(3, 2)) and v is None
   assert torch.allclose(labels_seen[-1], (index + 1).float() / 10 * 9)
 
 
-def test_rejects_unknown_variance():
+def test_rejects_unknown_variance_and_learned_without_output():
   with pytest.raises(ValueError, match='reverse variance'):
-    vlb(lambda x, i: x, VPSDE(N=5), torch.zeros(1, 2), variance='learned')
+    vlb(lambda x, i: (x, None), VPSDE(N=5), torch.zeros(1, 2), variance='bogus')
+  with pytest.raises(ValueError, match='model.learn_variance'):
+    vlb(lambda x, i: (x, None), VPSDE(N=5), torch.zeros(1, 2), variance='learned', progress=False)

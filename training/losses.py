@@ -8,12 +8,22 @@ What differs is only where the time comes from:
   - a chain step i ~ U{0..N-1}, (m, s) = sde.chain_coeffs(i): on the VP-SDE the DDPM chain
     (sqrt(abar_i), sqrt(1 - abar_i)), where for an eps-network s * score = -eps_theta and the
     penalty is ||eps - eps_theta||^2 (L_simple); on the VE-SDE SMLD's (1, sigma_i) (Song & Ermon 2019)
+A network that learns its reverse variance (model.learn_variance) is trained on the DDPM chain's
+bound as well (`ChainBoundLoss`): L_hybrid = L_simple + lambda L_vlb, or L_vlb alone.
 """
+import math
+
 import torch
 
-from models import get_score_fn
+from data import data_range
+from evaluation.vlb import chain_terms, model_variances
+from models import get_model_fn, get_score_fn
+from models.score_fn import split_output
 from sde_lib import batch_broadcast
 from utils.errors import ConfigError
+
+HISTORY = 10            # L_vlb importance sampling: the last losses kept per step (N & D 2021)
+UNIFORM_SHARE = 0.001   # ... and the probability mass spread uniformly over all steps
 
 
 def continuous_times(sde, n, eps, device, generator=None):
@@ -49,12 +59,12 @@ def _time_sampler(config):
   train = config.training
   if train.loss == 'dsm':
     return (continuous_times, True) if train.continuous else (chain_times, False)
-  if train.loss == 'ddpm':
+  if train.loss in ('ddpm', 'vlb'):
     if config.sde.name != 'vpsde' or train.continuous:
-      raise ConfigError("training.loss='ddpm' (L_simple) walks the VP-SDE's DDPM chain: "
+      raise ConfigError(f"training.loss={train.loss!r} walks the VP-SDE's DDPM chain: "
                        "set sde.name='vpsde' and training.continuous=False")
     return chain_times, False
-  raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm' or 'ddpm'")
+  raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm', 'ddpm' or 'vlb'")
 
 
 def get_loss_fn(config, sde):
@@ -64,6 +74,8 @@ def get_loss_fn(config, sde):
   """
   times, continuous = _time_sampler(config)
   train = config.training
+  if config.model.learn_variance or train.loss == 'vlb':
+    return ChainBoundLoss(config, sde)
   if train.likelihood_weighting and not continuous:
     raise ConfigError("likelihood_weighting weights by g(t)^2 and needs training.continuous=True")
 
@@ -77,3 +89,87 @@ def get_loss_fn(config, sde):
     return dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, train.reduce_mean).mean()
 
   return loss_fn
+
+
+class StepImportance:
+  """Chain steps drawn with p_t proportional to sqrt(E[L_t^2]) over the last HISTORY losses of
+  each step, mixed with UNIFORM_SHARE of the uniform, and uniform until every step has them
+  (Nichol & Dhariwal 2021, sec. 3.3). Its history is part of the training state."""
+
+  def __init__(self, num_steps):
+    self.history = torch.zeros(num_steps, HISTORY, dtype=torch.float64)
+    self.count = torch.zeros(num_steps, dtype=torch.long)
+
+  def probabilities(self):
+    n = len(self.count)
+    if (self.count < HISTORY).any():
+      return torch.full((n,), 1.0 / n, dtype=torch.float64)
+    weights = self.history.square().mean(1).sqrt()
+    return (1 - UNIFORM_SHARE) * weights / weights.sum() + UNIFORM_SHARE / n
+
+  def update(self, index, losses):
+    for i, loss in zip(index.tolist(), losses.detach().double().cpu().tolist()):
+      self.history[i] = torch.cat([self.history[i, 1:], torch.tensor([loss], dtype=torch.float64)])
+      self.count[i] = min(self.count[i] + 1, HISTORY)
+
+  def state_dict(self):
+    return {'history': self.history.clone(), 'count': self.count.clone()}
+
+  def load_state_dict(self, state):
+    self.history, self.count = state['history'].double(), state['count'].long()
+
+
+class ChainBoundLoss:
+  """L_hybrid = L_simple + lambda N L_i (training.loss 'ddpm', lambda = training.vlb_weight;
+  N L_i estimates L_vlb for a uniform step i; the mean's gradient is stopped inside L_i so the
+  bound trains only the variance) or L_vlb alone ('vlb': L_i / (N p_i), steps by importance when
+  training.vlb_importance), on the VP-SDE's DDPM chain (Nichol & Dhariwal 2021, sec. 3.1-3.3).
+  L_i is the bound's term at step i (evaluation.vlb.chain_terms: the decoder at i = 0) with the
+  network's learned variance, in bits, reduced over dimensions like L_simple
+  (training.reduce_mean)."""
+
+  def __init__(self, config, sde):
+    _time_sampler(config)   # validates the chain
+    train, m = config.training, config.model
+    if not m.learn_variance:
+      raise ConfigError("training.loss='vlb' trains a learned reverse variance: set "
+                        "model.learn_variance=True")
+    if config.data.dataset == 'toy2d':
+      raise ConfigError("a learned reverse variance is trained on the DDPM bound, whose "
+                        "discretized decoder needs quantized image data (not toy2d)")
+    self.sde, self.reduce_mean, self.hybrid = sde, train.reduce_mean, train.loss == 'ddpm'
+    self.weight = train.vlb_weight * sde.N
+    self.num_bins = config.data.num_bins
+    self.data_range = data_range(config)
+    self.importance = (StepImportance(sde.N) if train.loss == 'vlb' and train.vlb_importance
+                       else None)
+
+  def state_dict(self):
+    return {} if self.importance is None else self.importance.state_dict()
+
+  def load_state_dict(self, state):
+    if self.importance is not None and state:
+      self.importance.load_state_dict(state)
+
+  def __call__(self, model, x0, generator=None):
+    sde, n = self.sde, x0.shape[0]
+    probs = (self.importance.probabilities() if self.importance is not None
+             else torch.full((sde.N,), 1.0 / sde.N, dtype=torch.float64))
+    cpu_generator = generator if generator is not None and generator.device.type == 'cpu' else None
+    index = torch.multinomial(probs, n, replacement=True, generator=cpu_generator).to(x0.device)
+    mean_coeff, std = (c.to(x0.dtype) for c in sde.chain_coeffs(index))
+    z = torch.randn(x0.shape, device=x0.device, generator=generator)
+    x_t = batch_broadcast(mean_coeff, x0) * x0 + batch_broadcast(std, x0) * z
+    output, _ = get_model_fn(sde, model, continuous=False)(x_t, sde.chain_time(index).to(x0.dtype))
+    eps, v = split_output(output, x0)
+    reduce = lambda a: a.flatten(1).mean(1) if self.reduce_mean else a.flatten(1).sum(1)
+    chain = sde.chain_arrays
+    model_var = model_variances(chain, index, 'learned', x0, v=v)
+    terms = chain_terms(chain, index, x0, x_t, eps.detach() if self.hybrid else eps, model_var,
+                        self.num_bins, self.data_range)
+    bits = reduce(terms) / math.log(2)
+    if self.hybrid:
+      return (reduce((z - eps).square()) + self.weight * bits).mean()
+    if self.importance is not None:
+      self.importance.update(index, bits)
+    return (bits / (sde.N * batch_broadcast(probs.to(x0.device)[index], bits))).mean()

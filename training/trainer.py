@@ -149,12 +149,17 @@ class Trainer:
         self.optimizer.load_state_dict(state['optimizer'])
     except ValueError as e:
       raise checkpoint.CheckpointError(f"{path}: {e}") from None
+    if hasattr(self.loss_fn, 'load_state_dict'):   # a loss with state (L_vlb's step history)
+      self.loss_fn.load_state_dict(state.get('loss', {}))
     self.step = int(state['step'])
     return path
 
   def state(self):
-    return {'model': self.model.state_dict(), 'ema': self.ema.state_dict(),
-            'optimizer': self.optimizer.state_dict(), 'step': self.step}
+    state = {'model': self.model.state_dict(), 'ema': self.ema.state_dict(),
+             'optimizer': self.optimizer.state_dict(), 'step': self.step}
+    if hasattr(self.loss_fn, 'state_dict'):
+      state['loss'] = self.loss_fn.state_dict()
+    return state
 
   def run(self):
     """Train from self.step to n_iters; returns the last step reached."""
