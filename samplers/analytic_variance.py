@@ -27,10 +27,6 @@ class GammaTable:
   stderr: torch.Tensor    # [N] its Monte-Carlo standard error
   num_samples: int        # training points per step
 
-  def at_index(self, index):
-    """Gamma at chain steps `index`."""
-    return self.gamma.to(index.device)[index]
-
   def __call__(self, t):
     """Gamma at times t, linear between chain times (constant outside them)."""
     times, gamma = self.times.to(t.device), self.gamma.to(t.device)

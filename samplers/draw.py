@@ -23,7 +23,7 @@ from models.score_fn import get_score_and_variance_fns
 from samplers.analytic_variance import GAMMA_VERSION, GammaTable, estimate_gamma
 from samplers.ems import EMS, EMS_VERSION, compute_ems
 from samplers.registry import get_sampler, resolved_sampling
-from sde_lib.reverse_variance import VarianceInputs, check_variance
+from sde_lib.reverse_variance import NEEDS_LEARNING, VarianceInputs, check_variance
 from utils.checkpoint import derived_path
 from utils.errors import ConfigError
 
@@ -85,8 +85,7 @@ def variance_inputs(config, sde, model, device, variance, checkpoint=None, outpu
   sampling.analytic_samples training points), and the data's range and level width."""
   check_variance(variance)
   if variance == 'learned' and not config.model.learn_variance:
-    raise ConfigError("the 'learned' reverse variance needs a network trained with "
-                      "model.learn_variance=True")
+    raise ConfigError(NEEDS_LEARNING)
   lo, hi = data_range(config)
   images = len(data_shape(config)) == 3
   inputs = VarianceInputs(output_fn=output_fn, data_half_range=(hi - lo) / 2,

@@ -6,7 +6,8 @@ noise) and returns (x_s, mean of x_s), the mean being the step without noise.
 import torch
 
 from sde_lib import batch_broadcast
-from sde_lib.reverse_variance import check_variance, reverse_variance, x0_variance
+from sde_lib.reverse_variance import (NEEDS_LEARNING, check_variance, reverse_variance,
+                                      x0_variance)
 from utils.errors import ConfigError
 
 
@@ -41,9 +42,8 @@ def get_ancestral(variance='beta_tilde', inputs=None, clip_below=None):
   check_variance(variance)
   if variance in ('learned', 'analytic') and (inputs is None or (
       inputs.output_fn if variance == 'learned' else inputs.gamma) is None):
-    raise ConfigError(f"the {variance!r} reverse variance needs "
-                      + ("a network trained with model.learn_variance=True" if variance == 'learned'
-                         else "the network's Gamma table (samplers/analytic_variance.py)"))
+    raise ConfigError(NEEDS_LEARNING if variance == 'learned' else "the 'analytic' reverse "
+                      "variance needs the network's Gamma table (samplers/analytic_variance.py)")
 
   def ancestral(sde, score_fn, x, t, s, z):
     m_t, std_t = sde.marginal_coeffs(t)

@@ -11,7 +11,7 @@ x_t = m_t x_0 + s_t z and the posterior q(x_s | x_t, x_0) = N(c x_0 + ..., beta-
                 s_t^2 / m_t^2 (1 - Gamma_t), Gamma_t = E ||eps_theta(x_t, t)||^2 / d, clipped
                 to [0, ((hi - lo) / 2)^2] for data in [lo, hi] (their Thm. 2).
 At the decoder step of the DDPM chain (s = data) beta-tilde is 0; Ho et al. and Nichol &
-Dhariwal then use the beta-tilde of the step above (`clip_last`). The posterior mean's x_0
+Dhariwal then use the beta-tilde of the step above (`chain_step_variance`). The posterior mean's x_0
 coefficient c is the same for every choice; only the variance differs.
 """
 import dataclasses
@@ -24,6 +24,8 @@ from sde_lib.base import batch_broadcast
 from utils.errors import ConfigError
 
 VARIANCES = ('beta', 'beta_tilde', 'learned', 'analytic')
+NEEDS_LEARNING = ("the 'learned' reverse variance needs a network trained with "
+                  "model.learn_variance=True")
 
 
 def check_variance(variance):
@@ -58,19 +60,17 @@ def reverse_variance(variance, b, beta_tilde, coef_x0=None, var_x0=None, v=None)
   """sigma^2 of the step (see the module docstring) from its forward variance b, its
   posterior variance beta_tilde (already clipped at the decoder step), and for 'analytic'
   the posterior mean's x_0 coefficient and Var[x_0 | x_t], for 'learned' the output v."""
+  check_variance(variance)
   if variance == 'beta':
     return b
   if variance == 'beta_tilde':
     return beta_tilde
   if variance == 'learned':
     if v is None:
-      raise ConfigError("the 'learned' reverse variance needs a network trained with "
-                        "model.learn_variance=True")
+      raise ConfigError(NEEDS_LEARNING)
     frac = (v + 1.0) / 2.0
     return torch.exp(frac * torch.log(b) + (1.0 - frac) * torch.log(beta_tilde))
-  if variance == 'analytic':
-    return beta_tilde + coef_x0 ** 2 * var_x0
-  check_variance(variance)
+  return beta_tilde + coef_x0 ** 2 * var_x0   # 'analytic'
 
 
 def chain_step_variance(chain, index, variance, inputs=None, v=None):
