@@ -31,12 +31,17 @@ def get_default_config():
   training.continuous = True          # continuous t in [eps, T]; False: integer chain steps
   training.reduce_mean = False        # mean (True) or sum (False) over dimensions
   training.likelihood_weighting = False  # weight DSM by g(t)^2 (Song et al. 2021b)
+  training.importance_sampling = False  # likelihood weighting with t ~ g^2 / s^2 and a constant
+                                      # weight (Song et al. 2021b, sec. 5; sde_lib/likelihood_time.py)
   training.eps = 1e-5                 # smallest training time
   training.vlb_weight = 0.001         # lambda of L_hybrid = L_simple + lambda L_vlb (loss 'ddpm'
                                       # with model.learn_variance; Nichol & Dhariwal 2021)
   training.vlb_importance = True      # loss 'vlb': timesteps by importance, p_t ~ sqrt(E[L_t^2])
                                       # over the last 10 values per step (N & D 2021, sec. 3.3)
   training.log_freq = 50
+  training.bound_images = 64          # test images the score-matching bound (bits/dim) is logged
+  training.bound_times = 4            # on every log_freq steps (0: off), with this many (t, z)
+                                      # draws each (Song et al. 2021b; evaluation/score_bound.py)
   training.snapshot_freq = 10_000     # checkpoint + sample grid every this many steps
   training.snapshot_sampling = True
   training.snapshot_samples = 64      # samples drawn for each snapshot picture
@@ -145,6 +150,8 @@ def get_default_config():
   evaluate.enable_fid = True
   evaluate.enable_bpd = True
   evaluate.enable_vlb = True
+  evaluate.enable_score_bound = True  # the score-matching bound on bits/dim (Song et al. 2021b;
+  evaluate.score_bound_times = 100    # evaluation/score_bound.py), (t, z) draws per image
   evaluate.num_samples = 50_000
   evaluate.batch_size = 500
   evaluate.bpd_num_images = 0         # 0 = the whole test split
@@ -166,7 +173,14 @@ def get_default_config():
   evaluate.hutchinson = 'rademacher'  # divergence estimator: 'gaussian' | 'rademacher' | 'exact'
   evaluate.n_probes = 1               # Hutchinson probes averaged per ODE solve
   evaluate.dequantization = 'uniform'  # bits/dim of images: 'uniform' | 'truncated_normal'
-                                      # (i-DODE, Zheng et al. 2023); evaluation/dequantization.py
+                                      # (i-DODE, Zheng et al. 2023) | 'variational' (a flow
+                                      # q(u | x) fitted to the checkpoint, cached beside it, and
+                                      # reported with the uniform bound); evaluation/dequantization.py
+  evaluate.dequantizer_steps = 1000   # 'variational': Adam steps fitting q to the score-matching
+  evaluate.dequantizer_batch_size = 64  # bound (training/dequantizer.py), images per step,
+  evaluate.dequantizer_lr = 1e-3      # learning rate,
+  evaluate.dequantizer_hidden = 32    # conditioner channels
+  evaluate.dequantizer_layers = 4     # and coupling layers (models/dequantizer.py)
   evaluate.dequantization_draws = 1   # K draws per image, importance-weighted (Burda et al. 2016);
                                       # K > 1 turns Hutchinson noise into a downward bias of
                                       # bits/dim: use hutchinson='exact' or more n_probes

@@ -12,6 +12,16 @@ import torch
 
 from utils.errors import ConfigError
 
+WEIGHT_GRID = 2 ** 14 + 1   # points of the numerical antiderivative of g^2 / s^2 (in log t)
+
+
+def _interpolate(x, xs, ys):
+  """Piecewise-linear y(x) through (xs, ys), xs increasing; x clamped to [xs[0], xs[-1]]."""
+  x = x.clamp(xs[0], xs[-1])
+  i = torch.searchsorted(xs, x.contiguous()).clamp(1, len(xs) - 1)
+  x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+  return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
 
 def batch_broadcast(v, x):
   """Reshape a [batch] tensor so that it broadcasts against x of shape [batch, ...], in x's
@@ -70,6 +80,35 @@ class SDE(abc.ABC):
       early = self.log_snr(mid) > lam     # lambda(mid) above the target: t lies later
       lo, hi = torch.where(early, mid, lo), torch.where(early, hi, mid)
     return (lo + hi) / 2
+
+  def likelihood_weight(self, t):
+    """w(t) = g(t)^2 / s(t)^2: the likelihood weighting g^2 of denoising score matching over
+    the DSM loss's own s^2 (Song et al. 2021b), the density importance-sampled t follows."""
+    g = self.sde(torch.zeros(1, dtype=t.dtype, device=t.device), t)[1]
+    return g ** 2 / self.marginal_coeffs(t)[1] ** 2
+
+  def likelihood_weight_integral(self, t):
+    """An antiderivative F(t) of w(t), float64. Here numerical: trapezoids in log t on a
+    grid geometric in t from T * 1e-9 (w ~ 1/t near 0 on the VP-SDE) merged with one geometric
+    in T - t (w can steepen near T: the cosine schedule's beta), F(T) = 0;
+    the SDEs with a closed form override it (and its inverse)."""
+    grid, table = self._weight_table()
+    return _interpolate(torch.as_tensor(t, dtype=torch.float64).log(), grid, table)
+
+  def inverse_likelihood_weight_integral(self, f):
+    """The t with F(t) = f (float64), by interpolating the numerical table."""
+    grid, table = self._weight_table()
+    return _interpolate(torch.as_tensor(f, dtype=torch.float64), table, grid).exp()
+
+  def _weight_table(self):
+    if getattr(self, '_weight_cache', None) is None:
+      geometric = torch.logspace(-9, 0, WEIGHT_GRID, dtype=torch.float64) * self.T
+      log_t = torch.cat([geometric, self.T - geometric[:-1]]).log().unique()   # sorted
+      integrand = self.likelihood_weight(log_t.exp()) * log_t.exp()    # w dt = w t dlog t
+      steps = 0.5 * (integrand[1:] + integrand[:-1]) * log_t.diff()
+      cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
+      self._weight_cache = (log_t, cumulative - cumulative[-1])
+    return self._weight_cache
 
   def network_label(self, t):
     """The time input of a continuous-time network (score_sde's convention): t (N - 1) / T."""

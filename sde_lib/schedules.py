@@ -1,6 +1,7 @@
 """Noise schedules beta(t) on t in [0, 1] for the VP and sub-VP SDEs.
 
-Each gives beta(t) and its integral B(t) = int_0^t beta(s) ds, so alphabar(t) = exp(-B(t)).
+Each gives beta(t), its integral B(t) = int_0^t beta(s) ds, so alphabar(t) = exp(-B(t)), and
+the inverse of B (for times drawn by the inverse CDF, sde_lib/likelihood_time.py).
 """
 import math
 
@@ -21,6 +22,11 @@ class LinearSchedule:
 
   def integral(self, t):
     return self.beta_min * t + 0.5 * t ** 2 * (self.beta_max - self.beta_min)
+
+  def inverse_integral(self, b):
+    """The t with B(t) = b: the positive root 2b / (beta_min + sqrt(beta_min^2 + 2 (beta_max -
+    beta_min) b)) of the quadratic, in the form that stays exact as beta_max -> beta_min."""
+    return 2 * b / (self.beta_min + (self.beta_min ** 2 + 2 * (self.beta_max - self.beta_min) * b).sqrt())
 
 
 class CosineSchedule:
@@ -53,8 +59,21 @@ class CosineSchedule:
   def integral(self, t):
     dtype, t = t.dtype, t.double()
     t_c = torch.clamp(t, max=self.t_cap)
-    smooth = self._log_f0 - 2 * torch.log(torch.cos(self._theta(t_c)))
+    # B = 2 log(cos theta_0 / cos theta) = 2 log1p(2 sin((theta + theta_0) / 2) sin((theta -
+    # theta_0) / 2) / cos theta): no cancellation at small t, where B ~ 0.04 t.
+    theta, theta_0 = self._theta(t_c), self._theta(torch.zeros_like(t_c))
+    smooth = 2 * torch.log1p(2 * torch.sin(0.5 * (theta + theta_0)) * torch.sin(0.5 * (theta - theta_0))
+                             / torch.cos(theta))
     return (smooth + self.beta_cap * torch.clamp(t - self.t_cap, min=0)).to(dtype)
+
+  def inverse_integral(self, b):
+    """The t with B(t) = b: theta = arccos(exp((log f(0) - b) / 2)) up to t_cap, and the linear
+    continuation B(t_cap) + beta_cap (t - t_cap) beyond it."""
+    dtype, b = b.dtype, b.double()
+    b_cap = float(self.integral(torch.tensor(self.t_cap, dtype=torch.float64)))
+    theta = torch.arccos(torch.exp(0.5 * (self._log_f0 - b.clamp(max=b_cap))))
+    smooth = theta * (1 + self.s) / (math.pi / 2) - self.s
+    return torch.where(b > b_cap, self.t_cap + (b - b_cap) / self.beta_cap, smooth).to(dtype)
 
 
 def get_schedule(name, beta_min=0.1, beta_max=20.0):

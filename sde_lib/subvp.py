@@ -26,5 +26,16 @@ class SubVPSDE(SDE):
     log_abar = -self.schedule.integral(t)
     return torch.exp(0.5 * log_abar), (-torch.expm1(log_abar)).clamp(min=0)
 
+  def likelihood_weight_integral(self, t):
+    """F(t) = 2 log(exp(B) - 1) - B = 2 log(2 sinh(B / 2)), whose derivative is
+    beta (1 + alphabar) / (1 - alphabar) = g^2 / s^2."""
+    b = self.schedule.integral(torch.as_tensor(t).double())
+    return 2 * torch.log(torch.expm1(b)) - b
+
+  def inverse_likelihood_weight_integral(self, f):
+    """B = 2 asinh(exp(f / 2) / 2), then t = B^-1."""
+    f = torch.as_tensor(f, dtype=torch.float64)
+    return self.schedule.inverse_integral(2 * torch.asinh(0.5 * torch.exp(0.5 * f)))
+
   def prior_std(self):
     return 1.0

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from sde_lib.base import SDE, batch_broadcast
+from sde_lib.base import SDE
 
 
 class VESDE(SDE):
@@ -39,6 +39,13 @@ class VESDE(SDE):
 
   def marginal_coeffs(self, t):
     return torch.ones_like(t), self.sigma(t)
+
+  def likelihood_weight_integral(self, t):
+    """g^2 / s^2 = 2 log(sigma_max / sigma_min) is constant, so F is linear and t uniform."""
+    return 2 * math.log(self.sigma_max / self.sigma_min) * torch.as_tensor(t).double()
+
+  def inverse_likelihood_weight_integral(self, f):
+    return torch.as_tensor(f, dtype=torch.float64) / (2 * math.log(self.sigma_max / self.sigma_min))
 
   def prior_std(self):
     return self.sigma_max

@@ -62,5 +62,14 @@ class VPSDE(SDE):
     return (self.sqrt_alphas_cumprod.to(index.device)[index],
             self.sqrt_1m_alphas_cumprod.to(index.device)[index])
 
+  def likelihood_weight_integral(self, t):
+    """F(t) = log(exp(B(t)) - 1), whose derivative is beta / (1 - alphabar) = g^2 / s^2."""
+    return torch.log(torch.expm1(self.schedule.integral(torch.as_tensor(t).double())))
+
+  def inverse_likelihood_weight_integral(self, f):
+    """B = log(1 + exp(f)), then t = B^-1."""
+    f = torch.as_tensor(f, dtype=torch.float64)
+    return self.schedule.inverse_integral(torch.logaddexp(f, torch.zeros_like(f)))
+
   def prior_std(self):
     return 1.0

@@ -81,12 +81,14 @@ class ExactGaussianEpsModel(torch.nn.Module):
     return -std[:, None] * gaussian_score(x.double(), mean_coeff.double(), std.double()).float()
 
 
-def loss_config(sde_name, loss='dsm', continuous=True, likelihood_weighting=False, eps=1e-5):
+def loss_config(sde_name, loss='dsm', continuous=True, likelihood_weighting=False, eps=1e-5,
+                importance_sampling=False):
   config = get_default_config()
   config.sde.name = sde_name
   config.training.loss = loss
   config.training.continuous = continuous
   config.training.likelihood_weighting = likelihood_weighting
+  config.training.importance_sampling = importance_sampling
   config.training.reduce_mean = False
   config.training.eps = eps
   return config
@@ -100,17 +102,21 @@ def monte_carlo_loss(config, sde, batches=20, batch_size=4000):
   values = []
   for _ in range(batches):
     x0 = (MU + SIGMA0 * torch.randn(batch_size, DIM, generator=g, dtype=torch.float64)).float()
-    values.append(loss_fn(model, x0, generator=g).item())
+    values.append(loss_fn(model, x0, generator=g).mean().item())
   values = torch.tensor(values, dtype=torch.float64)
   return values.mean().item(), values.std().item() / math.sqrt(batches)
 
 
-@pytest.mark.parametrize('sde_name,likelihood_weighting,eps', [
-    ('vpsde', False, 1e-5), ('subvpsde', False, 1e-5), ('vesde', False, 1e-5),
-    # g^2/s^2 ~ 1/t: eps = 1e-2 keeps the Monte-Carlo variance finite enough to test.
-    ('vpsde', True, 1e-2), ('subvpsde', True, 1e-2), ('vesde', True, 1e-2)])
-def test_continuous_loss_averages_closed_form_over_t(sde_name, likelihood_weighting, eps):
-  config = loss_config(sde_name, likelihood_weighting=likelihood_weighting, eps=eps)
+@pytest.mark.parametrize('sde_name,likelihood_weighting,eps,importance_sampling', [
+    ('vpsde', False, 1e-5, False), ('subvpsde', False, 1e-5, False), ('vesde', False, 1e-5, False),
+    # g^2/s^2 ~ 1/t: eps = 1e-2 keeps the Monte-Carlo variance finite enough to test ...
+    ('vpsde', True, 1e-2, False), ('subvpsde', True, 1e-2, False), ('vesde', True, 1e-2, False),
+    # ... unless t is drawn from g^2/s^2 itself (Song et al. 2021b): then eps = 1e-5 is fine.
+    ('vpsde', True, 1e-5, True), ('subvpsde', True, 1e-5, True), ('vesde', True, 1e-5, True)])
+def test_continuous_loss_averages_closed_form_over_t(sde_name, likelihood_weighting, eps,
+                                                     importance_sampling):
+  config = loss_config(sde_name, likelihood_weighting=likelihood_weighting, eps=eps,
+                       importance_sampling=importance_sampling)
   sde = get_sde(config)
 
   def integrand(t):
@@ -165,7 +171,7 @@ def test_ddpm_loss_is_eps_mse_of_the_network():
   torch.testing.assert_close(seen['labels'], index.float())
   torch.testing.assert_close(seen['x'], x_t)
   expected = (eps - 0.3 * x_t).square().flatten(1).sum(1).mean()
-  torch.testing.assert_close(loss, expected)
+  torch.testing.assert_close(loss.mean(), expected)
 
 
 @pytest.mark.parametrize('sde_name', ['vpsde', 'vesde'])
@@ -205,3 +211,30 @@ def test_bad_loss_configs_say_what_to_change():
     get_loss_fn(loss_config('vpsde', continuous=False, likelihood_weighting=True), VPSDE())
   with pytest.raises(ValueError, match="choose 'dsm', 'ddpm' or 'vlb'"):
     get_loss_fn(loss_config('vpsde', loss='nope'), VPSDE())
+  with pytest.raises(ValueError, match='likelihood_weighting=True'):
+    get_loss_fn(loss_config('vpsde', importance_sampling=True), VPSDE())
+
+
+@pytest.mark.parametrize('sde_name', sorted(SDES))
+def test_importance_sampled_time_lowers_the_variance(sde_name):
+  # The likelihood-weighted loss of the exact Gaussian score per sample, with t uniform on
+  # [eps, T] and with t ~ g^2/s^2 (same expectation: the test above). At eps = 1e-3 the uniform
+  # estimate's variance is dominated by rare small t where w ~ 1/t; the importance-sampled one
+  # is Z/(T - eps) (1 - s^2/v) chi^2_d, bounded. Measured variance ratios (importance /
+  # uniform) over 1e5 draws: 0.059 (vpsde), 0.041 (subvpsde), 1.008 (vesde, whose w is
+  # constant: p(t) is the uniform density and both estimators are the same in law).
+  ratios = {}
+  for importance in (False, True):
+    config = loss_config(sde_name, likelihood_weighting=True, eps=1e-3,
+                         importance_sampling=importance)
+    sde = get_sde(config)
+    loss_fn = get_loss_fn(config, sde)
+    g = torch.Generator().manual_seed(7)
+    x0 = (MU + SIGMA0 * torch.randn(100_000, DIM, generator=g, dtype=torch.float64)).float()
+    ratios[importance] = loss_fn(ExactGaussianEpsModel(sde, True), x0, generator=g).var().item()
+  ratio = ratios[True] / ratios[False]
+  if sde_name == 'vesde':
+    # Same law; the sample variances of 1e5 draws differ by a few percent at most.
+    assert abs(ratio - 1) < 0.1, ratio
+  else:
+    assert ratio < 0.1, ratio

@@ -203,7 +203,7 @@ def test_hybrid_loss_moves_the_learned_variance_towards_the_optimum(float64):
   generator = torch.Generator().manual_seed(1)
   for _ in range(400):
     x0 = quantize(MU + SIGMA * torch.randn(256, DIM, generator=generator))
-    loss = loss_fn(model, x0, generator)
+    loss = loss_fn(model, x0, generator).mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -233,7 +233,8 @@ def test_importance_sampled_vlb_is_unbiased_and_has_lower_variance(float64):
         assert (loss_fn.importance.count == 10).all()
         probs = loss_fn.importance.probabilities()
         assert probs.max() > 3 * probs.min()
-      estimates[name] = torch.stack([loss_fn(model, batch(), generator) for _ in range(400)])
+      estimates[name] = torch.stack([loss_fn(model, batch(), generator).mean()
+                                     for _ in range(400)])
   mean_u, mean_i = estimates['uniform'].mean(), estimates['importance'].mean()
   stderr = math.sqrt(estimates['uniform'].var() / 400 + estimates['importance'].var() / 400)
   assert abs(mean_u - mean_i) < 4 * stderr

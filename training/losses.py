@@ -5,6 +5,8 @@ penalize  w * || s * score(x_t, t) + z ||^2,  i.e. lambda(t) ||score - grad log 
 with lambda = s^2 (w = 1) or, with likelihood weighting, lambda = g(t)^2 (w = g^2 / s^2).
 What differs is only where the time comes from:
   - continuous: t ~ U[eps, T], (m, s) = marginal_coeffs(t)           (Song et al. 2021)
+  - likelihood-weighted with training.importance_sampling: t ~ p(t) proportional to g^2 / s^2 and
+    w = Z / (T - eps), the same expectation at a far lower variance   (Song et al. 2021b, sec. 5)
   - a chain step i ~ U{0..N-1}, (m, s) = sde.chain_coeffs(i): on the VP-SDE the DDPM chain
     (sqrt(abar_i), sqrt(1 - abar_i)), where for an eps-network s * score = -eps_theta and the
     penalty is ||eps - eps_theta||^2 (L_simple); on the VE-SDE SMLD's (1, sigma_i) (Song & Ermon 2019)
@@ -20,6 +22,7 @@ from evaluation.vlb import chain_terms, model_variances
 from models import get_model_fn, get_score_fn
 from models.score_fn import split_output
 from sde_lib import batch_broadcast
+from sde_lib.likelihood_time import LikelihoodTime
 from utils.errors import ConfigError
 
 HISTORY = 10            # L_vlb importance sampling: the last losses kept per step (N & D 2021)
@@ -40,6 +43,18 @@ def chain_times(sde, n, eps, device, generator=None):
   dtype = torch.get_default_dtype()
   mean_coeff, std = (c.to(dtype) for c in sde.chain_coeffs(index))
   return sde.chain_time(index).to(dtype), mean_coeff, std
+
+
+def likelihood_times(sde, eps):
+  """A times function like `continuous_times` drawing t ~ p(t) proportional to g^2 / s^2
+  (LikelihoodTime), and the constant weight Z / (T - eps) that keeps the loss's expectation."""
+  sampler = LikelihoodTime(sde, eps)
+
+  def times(sde, n, eps, device, generator=None):
+    t = sampler.sample(n, device, generator)
+    return (t, *sde.marginal_coeffs(t))
+
+  return times, sampler.weight
 
 
 def dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean):
@@ -68,7 +83,8 @@ def _time_sampler(config):
 
 
 def get_loss_fn(config, sde):
-  """loss_fn(model, x0, generator=None) -> scalar batch mean of the configured DSM loss.
+  """loss_fn(model, x0, generator=None) -> the configured DSM loss of each sample ([batch]; the
+  training loss is their mean, their variance that of the estimate).
 
   x0 is a batch in model space (already scaled).
   """
@@ -78,15 +94,23 @@ def get_loss_fn(config, sde):
     return ChainBoundLoss(config, sde)
   if train.likelihood_weighting and not continuous:
     raise ConfigError("likelihood_weighting weights by g(t)^2 and needs training.continuous=True")
+  if train.importance_sampling and not train.likelihood_weighting:
+    raise ConfigError("training.importance_sampling draws t by the likelihood weighting g^2 / s^2:"
+                      " set training.likelihood_weighting=True")
+  if train.importance_sampling:
+    times, importance_weight = likelihood_times(sde, train.eps)
 
   def loss_fn(model, x0, generator=None):
     score_fn = get_score_fn(sde, model, continuous, config.model.parameterization)
     t, mean_coeff, std = times(sde, x0.shape[0], train.eps, x0.device, generator)
     z = torch.randn(x0.shape, device=x0.device, generator=generator)
-    weight = torch.ones_like(std)
-    if train.likelihood_weighting:
-      weight = sde.sde(torch.zeros_like(x0), t)[1] ** 2 / std ** 2
-    return dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, train.reduce_mean).mean()
+    if train.importance_sampling:
+      weight = torch.full_like(std, importance_weight)
+    elif train.likelihood_weighting:
+      weight = sde.likelihood_weight(t)
+    else:
+      weight = torch.ones_like(std)
+    return dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, train.reduce_mean)
 
   return loss_fn
 
@@ -169,7 +193,7 @@ class ChainBoundLoss:
                         self.num_bins, self.data_range)
     bits = reduce(terms) / math.log(2)
     if self.hybrid:
-      return (reduce((z - eps).square()) + self.weight * bits).mean()
+      return reduce((z - eps).square()) + self.weight * bits
     if self.importance is not None:
       self.importance.update(index, bits)
-    return (bits / (sde.N * batch_broadcast(probs.to(x0.device)[index], bits))).mean()
+    return bits / (sde.N * batch_broadcast(probs.to(x0.device)[index], bits))
