@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 
 from data import data_range, get_data_scaler, get_eval_dataset
 from evaluation.dequantization import get_dequantizer, importance_weighted_bpd
+from evaluation.score_bound import bound_bpd
 from evaluation.vlb import vlb
 from models.score_fn import chain_eps_fn
-from samplers.likelihood import likelihood
+from samplers.likelihood import bits_per_dim, likelihood
 
 
 def split_batches(config, split, num_images, batch_size, device):
@@ -39,11 +40,14 @@ def summary(values):
           if len(values) > 1 else float('nan'), 'num_images': len(values)}
 
 
-def split_bpd(config, score_fn, sde, split='test', device='cpu', generator=None, progress=True):
+def split_bpd(config, score_fn, sde, split='test', device='cpu', generator=None, progress=True,
+              flow=None):
   """Per-image bits/dim of the split by the probability-flow ODE (config.eval.bpd_*,
-  hutchinson, n_probes, dequantization, dequantization_draws). The K draws of a batch go
-  through the ODE together, eval.batch_size rows per solve. Returns ({'mean', 'stderr',
-  'num_images', 'nfe' (per solve), 'dequantization', 'draws'}, per-image array).
+  hutchinson, n_probes, dequantization, dequantization_draws; `flow` is the fitted q(u | x) of
+  'variational'). The K draws of a batch go through the ODE together, eval.batch_size rows per
+  solve. Returns ({'mean', 'stderr', 'num_images', 'nfe' (per solve), 'dequantization',
+  'draws'}, per-image array); a dequantizer with log q != 0 adds 'density': the bits/dim of
+  -log p(y) alone, of the dequantized points y (the bound minus E[log q]).
 
   Hutchinson noise n_k in each log p(y_k) is exponentiated inside the log-mean-exp, which
   biases the bound upward (Jensen): not at all at K = 1, growing with K toward
@@ -53,10 +57,10 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', generator=None,
   """
   e, scaler = config.eval, get_data_scaler(config)
   draws = e.dequantization_draws
-  dequantize = get_dequantizer(e.dequantization, draws)
+  dequantize = get_dequantizer(e.dequantization, draws, flow)
   solve = lambda y: likelihood(score_fn, sde, y, eps=e.bpd_eps, rtol=e.bpd_rtol, atol=e.bpd_atol,
                                hutchinson=e.hutchinson, n_probes=e.n_probes, generator=generator)
-  per_sample, nfe, images = [], [], False
+  per_sample, density, nfe, images = [], [], [], False
   batches = split_batches(config, split, e.bpd_num_images, e.batch_size, device)
   for x in tqdm(batches, desc=f'bits/dim ({split})', disable=not progress):
     images, dim = x.dim() == 4, x[0].numel()
@@ -66,6 +70,8 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', generator=None,
       results = [solve(rows) for rows in y.split(e.batch_size)]
       logp = torch.cat([result.logp for result in results])
       bpd = importance_weighted_bpd(logp, log_q, draws, dim, config.data.num_bins, scaler)
+      density.append(bits_per_dim(logp, dim, config.data.num_bins, scaler).reshape(draws, -1)
+                     .mean(0).cpu().numpy())
     else:
       results = [solve(scaler(x))]
       bpd = -results[0].logp / (dim * math.log(2))
@@ -74,7 +80,27 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', generator=None,
   per_sample = np.concatenate(per_sample)
   kind = {'dequantization': e.dequantization, 'draws': draws} if images else {
       'dequantization': 'none', 'draws': 1}
+  if images and e.dequantization != 'uniform':
+    kind['density'] = summary(np.concatenate(density))
   return {**summary(per_sample), 'nfe': float(np.mean(nfe)), **kind}, per_sample
+
+
+def split_score_bound(config, score_fn, sde, split='test', device='cpu', generator=None,
+                      progress=True):
+  """Per-image bits/dim of the score-matching bound (evaluation/score_bound.py) over the
+  split's first eval.bpd_num_images images, uniformly dequantized, at eps = eval.bpd_eps, each
+  averaged over eval.score_bound_times draws of (t, z). Returns ({'mean', 'stderr',
+  'num_images', 'times'}, per-image array)."""
+  e, scaler = config.eval, get_data_scaler(config)
+  per_sample = []
+  for x in tqdm(split_batches(config, split, e.bpd_num_images, e.batch_size, device),
+                desc=f'score-matching bound ({split})', disable=not progress):
+    with torch.no_grad():
+      bpd = bound_bpd(score_fn, sde, x, config.data.num_bins, scaler, e.bpd_eps,
+                      e.score_bound_times, generator)
+    per_sample.append(bpd.cpu().numpy())
+  per_sample = np.concatenate(per_sample)
+  return {**summary(per_sample), 'times': e.score_bound_times, 'eps': e.bpd_eps}, per_sample
 
 
 def split_vlb(config, model, sde, split='test', device='cpu', generator=None, progress=True,

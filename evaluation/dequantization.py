@@ -15,6 +15,9 @@ its centre is c and its half-width h = |a| / (2 num_bins) (1/256 for 256 levels 
   so y stays in the bin scaled by m; q(y | x) = prod_d phi(z_d) / (Z s), Z = erf(tau / sqrt 2).
   P(x) is the integral of p_eps over the scaled bin (the scaled bins are disjoint, so this is a
   (sub-)probability of the data's levels).
+- 'variational' (Ho et al. 2019, Flow++; Song et al. 2021b): y = scaler((k + u) / num_bins), u
+  drawn from a conditional flow q(u | x) fitted to the model (models/dequantizer.py,
+  training/dequantizer.py); log q is that of u, already in bin widths.
 
 Units: each dequantizer returns log q of y measured in bin widths, i.e. the log density of
 y / (2h): log q_model(y) + D log 2h, which is 0 for uniform dequantization. The shared
@@ -22,12 +25,14 @@ conversion `samplers.likelihood.bits_per_dim` adds D log 2h = D log(|a| / num_bi
 log density to make it the log-probability of a bin, so for both kinds
     bits_per_dim(log p(y) - log q) = -(log p(y) - log q_model(y)) / (D log 2).
 """
+import functools
 import math
 
 import torch
 
 from data import uniform_dequantize
 from samplers.likelihood import bits_per_dim
+from training.dequantizer import dequantized
 from utils.errors import ConfigError
 
 
@@ -63,18 +68,30 @@ def truncated_normal(x, num_bins, scaler, sde, eps, generator=None):
   return m * centre + s * z, log_q.flatten(1).sum(1)
 
 
+def variational(x, num_bins, scaler, sde, eps, generator=None, flow=None):
+  """y = scaler((k + u) / num_bins), u ~ q(u | x) of the fitted flow; log q of u."""
+  with torch.no_grad():
+    return dequantized(flow, x, num_bins, scaler, generator)
+
+
 # name -> dequantizer(x in [0, 1] on the grid, num_bins, scaler, sde, eps, generator)
 #         -> (y in the model's space, log q of y in bin widths: [batch])
-DEQUANTIZERS = {'uniform': uniform, 'truncated_normal': truncated_normal}
+DEQUANTIZERS = {'uniform': uniform, 'truncated_normal': truncated_normal,
+                'variational': variational}
 
 
-def get_dequantizer(name, draws):
-  """The dequantizer called `name`, checked together with the number of draws K per image."""
+def get_dequantizer(name, draws, flow=None):
+  """The dequantizer called `name`, checked together with the number of draws K per image;
+  'variational' draws from `flow` (a models.dequantizer.DequantizationFlow)."""
   if name not in DEQUANTIZERS:
     raise ConfigError(f"unknown dequantization {name!r} (eval.dequantization); choose one of "
                       f"{sorted(DEQUANTIZERS)}")
   if not isinstance(draws, int) or draws < 1:
     raise ConfigError(f"eval.dequantization_draws must be an integer >= 1, got {draws!r}")
+  if name == 'variational':
+    if flow is None:
+      raise ConfigError("eval.dequantization='variational' needs a fitted dequantizer flow")
+    return functools.partial(variational, flow=flow)
   return DEQUANTIZERS[name]
 
 

@@ -15,13 +15,15 @@ import os
 
 import torch
 
-from evaluation.bpd import split_bpd, split_vlb
+from evaluation.bpd import split_bpd, split_score_bound, split_vlb
 from evaluation.fid import InceptionUnavailable, fid, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, restore_for_inference
-from samplers.draw import data_sampler, sampler_name, samples_key, variance_inputs
+from samplers.draw import (data_sampler, network_statistic, sampler_name, samples_key,
+                           variance_inputs)
 from samplers.registry import resolved_sampling
 from sde_lib import get_sde
+from training.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.checkpoint import resolve_checkpoint
 from utils.device import get_device
@@ -61,19 +63,20 @@ def feature_space(config, device, notes):
 
 
 def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=None):
-  """Sampler-independent numbers: ({'bpd': ..., 'vlb': ...}, per-image arrays)."""
+  """Sampler-independent numbers: ({'bpd': ..., 'vlb': ..., 'score_bound': ...}, per-image
+  arrays), in that order from one generator seeded by config.seed."""
   numbers, arrays = {}, {}
   generator = torch.Generator(device).manual_seed(config.seed)
-  if config.eval.enable_bpd:
-    numbers['bpd'], arrays['bpd'] = split_bpd(config, score_fn, sde, device=device, generator=generator)
-    bpd, e = numbers['bpd'], config.eval
-    probes = '' if e.hutchinson == 'exact' else f" ({e.n_probes} probe(s))"
-    draws = ('one draw' if bpd['draws'] == 1 else
-             f"importance-weighted over {bpd['draws']} draws")
-    dequantization = ('continuous data, no dequantization' if bpd['dequantization'] == 'none'
-                      else f"{bpd['dequantization']} dequantization, {draws}")
-    bpd['method'] = (f"probability-flow ODE, {e.hutchinson} divergence{probes}, "
-                     f"eps={e.bpd_eps}; {dequantization}")
+  e = config.eval
+  if e.enable_bpd:
+    flow = None
+    if e.dequantization == 'variational':
+      flow = variational_dequantizer(config, model, sde, score_fn, device, checkpoint)
+      uniform = config.copy_and_resolve_references()
+      uniform.eval.dequantization = 'uniform'
+      numbers['bpd_uniform'], arrays['bpd_uniform'] = ode_bpd(uniform, score_fn, sde, device,
+                                                               generator)
+    numbers['bpd'], arrays['bpd'] = ode_bpd(config, score_fn, sde, device, generator, flow)
   if config.eval.enable_vlb:
     if getattr(sde, 'posterior_variance', None) is None:
       notes.append(f"VLB skipped: the DDPM bound needs the VP chain ({config.sde.name} has none)")
@@ -87,7 +90,34 @@ def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=N
       numbers['vlb']['variance'] = variance
       numbers['vlb']['variance_description'] = variance_description(config, variance)
       numbers['vlb']['steps'] = config.eval.vlb_steps or sde.N
+  if e.enable_score_bound:
+    numbers['score_bound'], arrays['score_bound'] = split_score_bound(
+        config, score_fn, sde, device=device, generator=generator)
   return numbers, arrays
+
+
+def ode_bpd(config, score_fn, sde, device, generator, flow=None):
+  """split_bpd with a 'method' line that says how it was computed."""
+  bpd, per_image = split_bpd(config, score_fn, sde, device=device, generator=generator, flow=flow)
+  e = config.eval
+  probes = '' if e.hutchinson == 'exact' else f" ({e.n_probes} probe(s))"
+  draws = 'one draw' if bpd['draws'] == 1 else f"importance-weighted over {bpd['draws']} draws"
+  dequantization = ('continuous data, no dequantization' if bpd['dequantization'] == 'none'
+                    else f"{bpd['dequantization']} dequantization, {draws}")
+  bpd['method'] = (f"probability-flow ODE, {e.hutchinson} divergence{probes}, "
+                   f"eps={e.bpd_eps}; {dequantization}")
+  return bpd, per_image
+
+
+def variational_dequantizer(config, model, sde, score_fn, device, checkpoint):
+  """The flow q(u | x) fitted to the checkpoint (training/dequantizer.py), cached beside it
+  (samplers/draw.network_statistic); the network is frozen while it is fitted."""
+  model.requires_grad_(False)
+  fitted = network_statistic(
+      config, model, checkpoint, 'dequantizer', dequantizer_settings(config),
+      lambda progress: fit_dequantizer(config, score_fn, sde, device, progress),
+      lambda path: FittedDequantizer.load(path, config.data.num_channels, device))
+  return (fitted if isinstance(fitted, FittedDequantizer) else fitted()).flow
 
 
 def variance_description(config, variance):
@@ -135,6 +165,19 @@ def markdown_report(report):
     r = report['bpd']
     lines.append(f"bits/dim (ODE): {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} "
                  f"test images ({r['method']}).")
+  if 'bpd' in report and 'density' in report['bpd']:
+    r = report['bpd']['density']
+    lines.append(f"  -log p(y) alone, of the dequantized points: {r['mean']:.4f} +- "
+                 f"{r['stderr']:.4f} bits/dim.")
+  if 'bpd_uniform' in report:
+    r = report['bpd_uniform']
+    lines.append(f"bits/dim (ODE, uniform dequantization): {r['mean']:.4f} +- {r['stderr']:.4f} "
+                 f"over {r['num_images']} test images ({r['method']}).")
+  if 'score_bound' in report:
+    r = report['score_bound']
+    lines.append(f"bits/dim (score-matching bound, Song et al. 2021b): {r['mean']:.4f} +- "
+                 f"{r['stderr']:.4f} over {r['num_images']} test images ({r['times']} draws of "
+                 f"(t, z) per image, uniform dequantization, eps={r['eps']}).")
   if 'vlb' in report:
     r = report['vlb']
     lines.append(f"bits/dim (VLB): {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} "

@@ -44,3 +44,17 @@ def loglog_slope(budgets, errors):
   ly = torch.log(torch.tensor(errors, dtype=torch.float64))
   lx, ly = lx - lx.mean(), ly - ly.mean()
   return float((lx * ly).sum() / (lx * lx).sum())
+
+
+def gaussian_score_fn(gaussian, sde):
+  """score_fn(x, t) of the one-Gaussian mixture's marginals, vectorised over per-row times
+  (gmm_oracle.exact_score_fn builds one perturbed mixture per distinct t): -Q diag(1 /
+  (m^2 lambda + s^2)) Q^T (x - m mu); x of shape [B, D] or [B, C, H, W] with C H W = D."""
+  lam, vecs, mu = gaussian.eigvals[0], gaussian.eigvecs[0], gaussian.means[0]
+
+  def score_fn(x, t):
+    m, s = (c.double()[:, None] for c in sde.marginal_coeffs(t.double()))
+    centred = (x.reshape(len(x), -1).double() - m * mu) @ vecs
+    return (-(centred / (m ** 2 * lam + s ** 2)) @ vecs.T).reshape(x.shape).to(x.dtype)
+
+  return score_fn

@@ -14,6 +14,7 @@ from data import get_data_scaler, get_eval_dataset, uniform_dequantize
 from evaluation import fid as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from evaluation.evaluate import evaluate, parse_sampler_spec
+from evaluation.score_bound import bound_bpd
 from evaluation.shards import from_storage, to_storage
 from evaluation.vlb import vlb
 from models.score_fn import chain_eps_fn
@@ -131,6 +132,7 @@ def tiny_toy_config():
   config.eval.num_samples = 8
   config.eval.batch_size = 4
   config.eval.enable_bpd = config.eval.enable_vlb = config.eval.enable_fid = False
+  config.eval.enable_score_bound = False
   return config
 
 
@@ -194,6 +196,7 @@ def tiny_digits_config(root):
   config.eval.batch_size = 16
   config.eval.bpd_num_images = 8
   config.eval.vlb_num_images = 8
+  config.eval.score_bound_times = 3
   config.eval.bpd_rtol = config.eval.bpd_atol = 1e-3
   config.eval.samplers = ('method=pc,steps=5,corrector=langevin', 'method=ancestral,steps=5')
   return config
@@ -282,6 +285,14 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
   assert reports[0]['vlb']['mean'] == pytest.approx(bounds['beta'], rel=1e-12)
   assert abs(bounds['beta'] - bounds['beta_tilde']) > 1e-3 * bounds['beta']
   assert reports[0]['vlb']['variance'] == 'beta' and reports[0]['vlb']['steps'] == sde.N
+  # The score-matching bound comes last, from the generator as the VLB ('beta') left it.
+  generator.set_state(state)
+  vlb(eps_fn, sde, scaler(images), variance='beta', num_bins=config.data.num_bins,
+      data_range=(-1.0, 1.0), generator=generator, progress=False)
+  with torch.no_grad():
+    bound = bound_bpd(score_fn, sde, images, config.data.num_bins, scaler, e.bpd_eps, 3, generator)
+  assert reports[0]['score_bound']['mean'] == pytest.approx(bound.double().mean().item(), rel=1e-12)
+  assert reports[0]['score_bound']['times'] == 3
 
   # Without Inception weights (and no network), a data set that needs them gets one clear
   # message, FID is skipped, and the rest of the report is still written; the shards of the

@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 import sde_lib
 from configs.run_config import resume_changes, write_run_config
-from data import get_data_scaler, get_dataset
+from data import DatasetUnavailable, get_data_scaler, get_dataset, get_eval_dataset
 from models import ExponentialMovingAverage, get_model
-from samplers.draw import data_sampler, draw_samples
+from evaluation.score_bound import bound_bpd
+from samplers.draw import data_sampler, draw_samples, score_and_variance_fns
 from training.losses import get_loss_fn
 from utils import checkpoint, workdir as layout
 from utils.device import get_device
@@ -126,6 +127,13 @@ class Trainer:
     self.batches = EpochBatches(self.dataset, train.batch_size // self.ddp.world_size, self.ddp,
                                 config.seed)
     self.model = get_model(config).to(self.ddp.device)
+    self.held_out = None     # test images the score-matching bound is logged on
+    if train.bound_images and self.ddp.is_main:
+      try:
+        test = get_eval_dataset(config, 'test')
+        self.held_out = torch.stack([test[i][0] for i in range(min(train.bound_images, len(test)))])
+      except DatasetUnavailable as err:
+        tqdm.write(f"note: no held-out bound in the metrics, the test split is missing: {err}")
     self.draw = data_sampler(config, self.sde, self.model, self.ddp.device)
     self.ema = ExponentialMovingAverage(self.model, config.model.ema_rate, warmup=config.model.ema_warmup)
     o = config.optim
@@ -175,23 +183,28 @@ class Trainer:
     model = self.ddp.wrap(self.model)
     model.train()
     batches = self.batches.from_step(self.step)
-    losses, started = [], time.time()
+    losses, variances, started = [], [], time.time()
     bar = tqdm(total=train.n_iters, initial=self.step, desc='training', dynamic_ncols=True,
                disable=not (self.progress and self.ddp.is_main))
     try:
       while self.step < train.n_iters:
         torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step + 1))
         x, _ = next(batches)
-        lr, loss, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)))
+        lr, loss, variance, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)))
         self.step += 1   # only once the update (and its EMA) is complete
         losses.append(loss)
+        variances.append(variance)
         bar.update(1)
         if self.step % train.log_freq == 0 or self.step == train.n_iters:
           mean_loss = self.ddp.mean(sum(losses) / len(losses))
-          self._log({'step': self.step, 'loss': mean_loss, 'lr': lr, 'grad_norm': grad_norm,
-                     'seconds': round(time.time() - started, 3)})
+          record = {'step': self.step, 'loss': mean_loss,
+                    'loss_variance': self.ddp.mean(sum(variances) / len(variances)),
+                    'lr': lr, 'grad_norm': grad_norm, 'seconds': round(time.time() - started, 3)}
+          if self.held_out is not None:
+            record['bound_bpd'] = self.held_out_bound()
+          self._log(record)
           bar.set_postfix(loss=f'{mean_loss:.4g}')
-          losses = []
+          losses, variances = [], []
         if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
           self._snapshot()
     except KeyboardInterrupt:
@@ -208,26 +221,46 @@ class Trainer:
     return self.step
 
   def update(self, model, x):
-    """Step self.step + 1: Adam at the warm-up learning rate, gradient clipping, EMA update."""
+    """Step self.step + 1: Adam at the warm-up learning rate, gradient clipping, EMA update.
+    Returns lr, the batch's loss, the variance of its per-sample terms and the gradient norm."""
     lr = learning_rate(self.config.optim, self.step + 1)
     for group in self.optimizer.param_groups:
       group['lr'] = lr
-    loss = self.loss_fn(model, x)
+    per_sample = self.loss_fn(model, x)
+    loss = per_sample.mean()
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip = self.config.optim.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float('inf'))
     self.optimizer.step()
     self.ema.update(self.model)
-    return lr, loss.item(), grad_norm.item()
+    return lr, loss.item(), (per_sample.detach().var().item() if len(per_sample) > 1 else 0.0), grad_norm.item()
 
   def _log(self, record):
     if not self.ddp.is_main:
       return
     with open(layout.metrics_path(self.workdir), 'a') as f:
       f.write(json.dumps(record) + '\n')
-    for key in ('loss', 'lr', 'grad_norm'):
-      self.writer.add_scalar(f'train/{key}', record[key], record['step'])
+    for key in ('loss', 'loss_variance', 'lr', 'grad_norm', 'bound_bpd'):
+      if key in record:
+        self.writer.add_scalar(f'train/{key}', record[key], record['step'])
+
+  def held_out_bound(self):
+    """Mean bits/dim of the score-matching bound (evaluation/score_bound.py) of the EMA weights
+    on the first training.bound_images test images, training.bound_times draws each, the same
+    draws every time (so the curve moves only with the weights), at t >= training.eps."""
+    config = self.config
+    generator = torch.Generator(self.ddp.device).manual_seed(config.seed)
+    self.ema.store(self.model)
+    self.ema.copy_to(self.model)
+    self.model.eval()
+    with torch.no_grad():
+      score_fn = score_and_variance_fns(config, self.sde, self.model)[0]
+      bpd = bound_bpd(score_fn, self.sde, self.held_out.to(self.ddp.device), config.data.num_bins,
+                      self.scaler, config.training.eps, config.training.bound_times, generator)
+    self.model.train()
+    self.ema.restore(self.model)
+    return bpd.mean().item()
 
   def _snapshot(self):
     """Checkpoint, then a picture of EMA samples at <workdir>/samples/<step>.png (rank 0 only)."""
