@@ -12,6 +12,12 @@ def uniform_dequantize(x, num_bins, generator=None):
   return (level + u) / num_bins
 
 
+def quantize(x, num_bins):
+  """The stored level k / (num_bins - 1) of the bin [k / num_bins, (k + 1) / num_bins) that x
+  (clamped to [0, 1]) falls in: the inverse of uniform_dequantize."""
+  return torch.floor(x.clamp(0, 1) * num_bins).clamp(max=num_bins - 1) / (num_bins - 1)
+
+
 class ImageAugmentation(Dataset):
   """Wraps a data set of (image in [0, 1] of shape (C, H, W), label) items.
 

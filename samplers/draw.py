@@ -16,7 +16,7 @@ import torch
 
 from configs.default import get_default_config
 from configs.run_config import model_fields
-from data import data_range, data_shape, get_data_inverse_scaler, get_data_scaler, get_eval_dataset
+from data import data_range, data_shape, get_data_scaler, get_eval_dataset, get_samples_to_data
 from models.score_fn import chain_eps_fn
 from models import get_score_fn
 from models.score_fn import get_score_and_variance_fns
@@ -35,6 +35,8 @@ NOT_SAMPLER_SETTINGS = ('num_samples', 'batch_size')
 def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
   """draw(n, generator=None, progress=True) -> (n samples in data space on the CPU, score
   evaluations per sample) with `sampling` (default config.sampling) on the network's score.
+  A model of uniformly dequantized images gives the levels of its samples' bins
+  (data.get_samples_to_data).
 
   The sampler is built here, so a setting it cannot run raises ConfigError before anything is
   drawn. The network is used as given (callers put EMA weights in and switch to eval mode).
@@ -46,7 +48,7 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
   sampling = config.sampling if sampling is None else sampling
   continuous = config.training.continuous
   score_fn, output_fn = score_and_variance_fns(config, sde, model)
-  inverse_scaler = get_data_inverse_scaler(config)
+  to_data = get_samples_to_data(config)
   ems = None
   if sampling.method == 'dpm_solver_v3':
     ems = network_statistic(config, model, checkpoint, 'ems', ems_settings(sampling, sde),
@@ -65,7 +67,7 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
 
   def draw(n, generator=None, progress=True):
     x, nfe = sampler(n)(score_fn, generator=generator, progress=progress)
-    return inverse_scaler(x).cpu(), nfe
+    return to_data(x).cpu(), nfe
 
   return draw
 

@@ -124,6 +124,23 @@ def test_dequantization_stays_in_each_pixels_bin(num_bins):
   assert abs(offset.mean().item() - 0.5) < 0.016
 
 
+@pytest.mark.parametrize('num_bins', [17, 256])
+def test_samples_of_a_dequantized_model_go_back_to_their_bins_level(num_bins):
+  # Every point of bin k, [k, k + 1) / num_bins, decodes to the stored level k / (num_bins - 1),
+  # and values outside [0, 1] to the end levels; only with data.uniform_dequantization.
+  config = get_default_config()
+  config.data.num_bins, config.data.uniform_dequantization = num_bins, True
+  levels = torch.randint(num_bins, (500, 1, 4, 4), generator=torch.Generator().manual_seed(0))
+  offsets = torch.rand(levels.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+  # Offsets in [0.001, 0.999] of the bin: the scaler's rounding (1e-16) never crosses an edge.
+  points = 2 * (levels + 0.001 + 0.998 * offsets) / num_bins - 1     # model space, [-1, 1]
+  decode = data.get_samples_to_data(config)
+  assert torch.equal(decode(points), levels.double() / (num_bins - 1))
+  assert decode(torch.tensor([-1.5, 1.5])).tolist() == [0.0, 1.0]
+  config.data.uniform_dequantization = False
+  assert torch.equal(data.get_samples_to_data(config)(points), (points + 1) / 2)
+
+
 def test_dequantized_digits_need_their_17_bins():
   config = config_for('digits', uniform_dequantization=True, num_bins=17)
   deq, _ = stack(data.get_dataset(config, 'test'))
