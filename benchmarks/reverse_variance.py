@@ -17,7 +17,6 @@ benchmarks/results/reverse_variance.{json,md}.
 A finished run in the workdir is reused (training resumes or is a no-op).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.results_io import partial_row, write_results  # noqa: E402
 from configs.vp_digits import get_config as demo_config  # noqa: E402
 from configs.vp_digits_learned import get_config as learned_config  # noqa: E402
 from evaluation.bpd import split_bpd, split_vlb  # noqa: E402
@@ -36,7 +36,6 @@ from models import get_score_fn, restore_for_inference  # noqa: E402
 from samplers.draw import data_sampler, draw_samples, variance_inputs  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from training.trainer import train  # noqa: E402
-from utils.atomic import atomic_write  # noqa: E402
 from utils.checkpoint import resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 
@@ -66,14 +65,7 @@ def measure(config, run_dir, device, num_samples):
   sde = get_sde(config)
   partial = os.path.join(run_dir, 'reverse_variance.json')
   settings = {'step': step, 'images': config.eval.vlb_num_images, 'samples': num_samples}
-  row = {'step': step, 'vlb': {}, 'fd': {}}
-  if os.path.exists(partial):
-    with open(partial) as f:
-      saved = json.load(f)
-    if saved.get('settings') == settings:
-      row = saved['row']
-  save = lambda: atomic_write(partial, lambda f: f.write(
-      json.dumps({'settings': settings, 'row': row}).encode()))
+  row, save = partial_row(partial, settings, {'step': step, 'vlb': {}, 'fd': {}})
   for variance in variances(config):
     if all(f'{variance}/{k}' in row['vlb'] for k in BOUND_STEPS):
       continue
@@ -143,17 +135,14 @@ def main():
     rows[name] = measure(config, run_dir, device, args.num_samples)
   bound, fd = tables(rows)
   print(bound + '\n\n' + fd)
-  results = os.path.join(ROOT, 'benchmarks', 'results')
   report = {'device': str(device), 'torch': torch.__version__, 'args': vars(args), 'rows': rows}
-  atomic_write(os.path.join(results, 'reverse_variance.json'),
-               lambda f: f.write(json.dumps(report, indent=2).encode()))
   md = (f"# Reverse variances on digits\n\n`benchmarks/reverse_variance.py --steps {args.steps} "
         f"--num_images {args.num_images} --num_samples {args.num_samples}` on {device}.\n\n"
         f"Test bits/dim by the DDPM bound on the chain respaced to K steps (K = 1000: the whole "
         f"chain), beside the probability-flow ODE (one uniform dequantization draw):\n\n{bound}\n\n"
         f"Digit Frechet distance of {args.num_samples} ancestral samples at K steps (the first "
         f"test-split-size ones, like the floor: train vs test):\n\n{fd}\n")
-  atomic_write(os.path.join(results, 'reverse_variance.md'), lambda f: f.write(md.encode()))
+  write_results('reverse_variance', report, md)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ and writes benchmarks/results/train_step_time_<device>.{json,md}.
 """
 import argparse
 import importlib
-import json
 import os
 import sys
 import tempfile
@@ -23,9 +22,9 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.results_io import write_results  # noqa: E402
 from data import data_shape  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
-from utils.atomic import atomic_write  # noqa: E402
 
 
 def random_images(directory, shape, count):
@@ -81,9 +80,7 @@ def main():
   table = '\n'.join(lines)
   print(table)
   device = rows[0]['device'].split(':')[0]
-  out = os.path.join(ROOT, 'benchmarks', 'results', f'train_step_time_{device}')
-  atomic_write(out + '.json', lambda f: f.write(json.dumps(rows, indent=2).encode()))
-  atomic_write(out + '.md', lambda f: f.write((table + '\n').encode()))
+  out = write_results(f'train_step_time_{device}', rows, table + '\n')
   print(f"wrote {out}.json and .md")
 
 

@@ -193,7 +193,7 @@ def test_report_names_the_bound(monkeypatch):
       {'mean': 1.0, 'dequantization': config.eval.dequantization,
        'draws': config.eval.dequantization_draws}, None))
   config = get_default_config()
-  config.eval.enable_vlb = False
+  config.eval.enable_vlb = config.eval.enable_score_bound = False
   config.eval.dequantization, config.eval.dequantization_draws = 'truncated_normal', 4
   numbers, _ = evaluate.likelihood_numbers(config, None, VPSDE(), None, 'cpu', [])
   assert numbers['bpd']['method'].endswith(

@@ -1,0 +1,31 @@
+"""Where a benchmark's results go: benchmarks/results/<name>.json and <name>.md, each written
+atomically (a stopped run never leaves half a table)."""
+import json
+import os
+
+from utils.atomic import atomic_write
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+def write_results(name, report, markdown):
+  """Write `report` (JSON-serialisable) and `markdown`; returns the path without extension."""
+  out = os.path.join(RESULTS, name)
+  atomic_write(out + '.json', lambda f: f.write(json.dumps(report, indent=2).encode()))
+  atomic_write(out + '.md', lambda f: f.write(markdown.encode()))
+  return out
+
+
+def partial_row(path, settings, empty=None):
+  """(row, save): the row a stopped run of the same `settings` kept at `path` (else a copy of
+  `empty`, default {}), and save() writing it back atomically, so a benchmark continues where
+  it left off. Fill the returned dict in place: save() writes that object."""
+  row = dict(empty or {})
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get('settings') == settings:
+      row = saved['row']
+  save = lambda: atomic_write(path, lambda f: f.write(
+      json.dumps({'settings': settings, 'row': row}).encode()))
+  return row, save
