@@ -4,12 +4,16 @@ import torch
 from torch.utils.data import Dataset
 
 
+def bin_point(x, u, num_bins):
+  """(k + u) / num_bins: the point at offset u in [0, 1) of the bin [k / num_bins, (k + 1) /
+  num_bins) of a pixel stored at level k = x (num_bins - 1)."""
+  return (torch.round(x * (num_bins - 1)) + u) / num_bins
+
+
 def uniform_dequantize(x, num_bins, generator=None):
-  """(x (num_bins - 1) + u) / num_bins with u ~ U[0, 1): a pixel at level k = x (num_bins - 1)
-  becomes a uniform point of the bin [k / num_bins, (k + 1) / num_bins)."""
-  level = torch.round(x * (num_bins - 1))
+  """bin_point with u ~ U[0, 1): a uniform point of each pixel's bin."""
   u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-  return (level + u) / num_bins
+  return bin_point(x, u, num_bins)
 
 
 def quantize(x, num_bins):

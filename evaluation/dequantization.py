@@ -31,6 +31,7 @@ import math
 import torch
 
 from data import uniform_dequantize
+from data.transforms import bin_point
 from samplers.likelihood import bits_per_dim
 from training.dequantizer import dequantized
 from utils.errors import ConfigError
@@ -39,9 +40,8 @@ from utils.errors import ConfigError
 def bin_centre_and_half_width(x, num_bins, scaler):
   """Centre c (model space, like x) of the bin of each pixel of x (stored on the grid
   k / (num_bins - 1)) and the bins' half-width h in the model's space (a float)."""
-  level = torch.round(x * (num_bins - 1))
   slope = float(scaler(torch.ones(())) - scaler(torch.zeros(())))
-  return scaler((level + 0.5) / num_bins), abs(slope) / (2 * num_bins)
+  return scaler(bin_point(x, 0.5, num_bins)), abs(slope) / (2 * num_bins)
 
 
 def uniform(x, num_bins, scaler, sde, eps, generator=None):

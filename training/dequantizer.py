@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data import get_data_scaler, get_eval_dataset
+from data.transforms import bin_point
 from evaluation.score_bound import score_matching_bound
 from models.dequantizer import DequantizationFlow
 from samplers.likelihood import bits_per_dim
@@ -22,9 +23,8 @@ from utils.atomic import atomic_write
 def dequantized(flow, x, num_bins, scaler, generator=None):
   """(y = scaler((k + u) / num_bins) in the model's space, log q(u | x)) for images x on the
   grid k / (num_bins - 1) in [0, 1]."""
-  level = torch.round(x * (num_bins - 1))
   u, log_q = flow(scaler(x), generator)
-  return scaler((level + u) / num_bins), log_q
+  return scaler(bin_point(x, u, num_bins)), log_q
 
 
 class FittedDequantizer:

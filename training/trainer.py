@@ -5,6 +5,7 @@ Reproducible: model init is seeded by config.seed, the data order by (seed, epoc
 DistributedSampler, and every step's randomness (t, noise, flips, dropout) by (seed, rank, step),
 so a run resumed from a checkpoint continues exactly as if it had never stopped.
 """
+import contextlib
 import json
 import os
 import time
@@ -251,16 +252,23 @@ class Trainer:
     draws every time (so the curve moves only with the weights), at t >= training.eps."""
     config = self.config
     generator = torch.Generator(self.ddp.device).manual_seed(config.seed)
-    self.ema.store(self.model)
-    self.ema.copy_to(self.model)
-    self.model.eval()
-    with torch.no_grad():
+    with self.ema_weights(), torch.no_grad():
       score_fn = score_and_variance_fns(config, self.sde, self.model)[0]
       bpd = bound_bpd(score_fn, self.sde, self.held_out.to(self.ddp.device), config.data.num_bins,
                       self.scaler, config.training.eps, config.training.bound_times, generator)
-    self.model.train()
-    self.ema.restore(self.model)
     return bpd.mean().item()
+
+  @contextlib.contextmanager
+  def ema_weights(self):
+    """The model in eval mode with the EMA weights inside the block, its own weights after."""
+    self.ema.store(self.model)
+    self.ema.copy_to(self.model)
+    self.model.eval()
+    try:
+      yield
+    finally:
+      self.model.train()
+      self.ema.restore(self.model)
 
   def _snapshot(self):
     """Checkpoint, then a picture of EMA samples at <workdir>/samples/<step>.png (rank 0 only)."""
@@ -273,13 +281,10 @@ class Trainer:
 
   def _save_samples(self):
     config = self.config
-    self.ema.store(self.model)
-    self.ema.copy_to(self.model)
-    self.model.eval()
-    samples, _ = draw_samples(self.draw, config.training.snapshot_samples,
-                              config.sampling.batch_size, config.seed, self.ddp.device, progress=False)
-    self.model.train()
-    self.ema.restore(self.model)
+    with self.ema_weights():
+      samples, _ = draw_samples(self.draw, config.training.snapshot_samples,
+                                config.sampling.batch_size, config.seed, self.ddp.device,
+                                progress=False)
     reference = bound = None
     if samples.dim() == 2:
       reference = torch.stack([self.dataset[i][0] for i in range(min(2000, len(self.dataset)))])
