@@ -17,7 +17,9 @@ from utils.workdir import config_path
 
 # The network and its parameterization (model), the SDE and chain its score belongs to (sde),
 # whether it learned continuous times or chain steps, and the data space it maps to: with
-# another value the checkpoint is a different model, or no model at all.
+# another value the checkpoint is a different model, or no model at all. (A class-conditional
+# network's number of classes is the shape of its label embedding: a checkpoint of another
+# count is refused when it is loaded, while an unconditional run ignores data.num_classes.)
 MODEL_FIELDS = ('model', 'sde', 'training.continuous', 'data.dataset', 'data.image_size',
                 'data.num_channels', 'data.centered')
 OVERRIDE_FLAG = '--allow_model_override'

@@ -1,7 +1,9 @@
 """Any directory of images (searched recursively), e.g. a downloaded LSUN or CelebA folder.
 
 If the directory has a subfolder named after the split (`train/`, `test/`) that subfolder is
-the split; otherwise both splits are the whole directory."""
+the split; otherwise both splits are the whole directory. A split whose images all lie in
+subfolders has one class per subfolder (as torchvision's ImageFolder): an image's label is the
+index of its top subfolder among the sorted names of those holding images."""
 import os
 
 from PIL import Image
@@ -14,8 +16,9 @@ EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 
 class ImageFolder(Dataset):
-  """(x of shape (num_channels, image_size, image_size) in [0, 1], 0) items, one per image file
-  under `root` in sorted path order."""
+  """(x of shape (num_channels, image_size, image_size) in [0, 1], class index) items, one per
+  image file under `root` in sorted path order. `classes`: the class subfolders' names, or
+  () when `root` itself holds images (every label 0)."""
 
   def __init__(self, root, image_size, num_channels):
     if not os.path.isdir(root):
@@ -27,6 +30,11 @@ class ImageFolder(Dataset):
     if not self.paths:
       raise DatasetUnavailable(f"image folder {os.path.abspath(root)} holds no images "
                                f"({', '.join(EXTENSIONS)})")
+    tops = [os.path.relpath(path, root).split(os.sep)[0] for path in self.paths]
+    in_folders = all(os.path.isdir(os.path.join(root, top)) for top in tops)
+    self.classes = tuple(sorted(set(tops))) if in_folders else ()
+    index = {name: i for i, name in enumerate(self.classes)}
+    self.labels = [index.get(top, 0) for top in tops]
     self.transform = pil_to_tensor(image_size, num_channels)
 
   def __len__(self):
@@ -34,7 +42,7 @@ class ImageFolder(Dataset):
 
   def __getitem__(self, index):
     with Image.open(self.paths[index]) as image:
-      return self.transform(image), 0
+      return self.transform(image), self.labels[index]
 
 
 def folder_dataset(split, root, image_size, num_channels):

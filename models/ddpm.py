@@ -13,14 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.layers import (AttnBlock, Downsample, ResnetBlock, SinusoidalEmbedding, Upsample,
-                           check_labels, conv3x3, group_norm, linear)
+                           add_class_embedding, check_labels, class_embedding, conv3x3,
+                           group_norm, linear)
 from utils.errors import ConfigError
 
 
 class DDPM(nn.Module):
   """eps_theta(x, labels): (B, C, H, W) x [B] floats -> (B, C_out, H, W); labels are t (N - 1)
   (continuous time) or the chain step. C_out = C, or 2C for a learned reverse variance (eps,
-  then the variance channels v; Nichol & Dhariwal 2021)."""
+  then the variance channels v; Nichol & Dhariwal 2021). With num_classes = K > 0 it is
+  eps_theta(x, labels, classes), classes in 0..K-1 or the null label K (None: K)."""
 
   def __init__(self,
                in_channels=3,            # C: image channels
@@ -31,7 +33,8 @@ class DDPM(nn.Module):
                attn_resolutions=(16,),   # spatial sizes that get self-attention
                dropout=0.1,              # inside each ResNet block
                image_size=32,            # H = W of the input
-               num_groups=32):           # GroupNorm groups (capped at the channel count)
+               num_groups=32,            # GroupNorm groups (capped at the channel count)
+               num_classes=0):           # K classes and a null label (0: unconditional)
     super().__init__()
     num_levels = len(ch_mult)
     if image_size % 2 ** (num_levels - 1):
@@ -41,6 +44,7 @@ class DDPM(nn.Module):
     self.image_size = image_size
     self.time_embed = nn.Sequential(SinusoidalEmbedding(nf), linear(nf, temb_dim), nn.SiLU(),
                                     linear(temb_dim, temb_dim))
+    self.class_embed = class_embedding(num_classes, temb_dim)
     self.conv_in = conv3x3(in_channels, nf)
 
     def res_attn(in_ch, out_ch, resolution):
@@ -81,9 +85,9 @@ class DDPM(nn.Module):
     self.norm_out = group_norm(ch, num_groups)
     self.conv_out = conv3x3(ch, out_channels or in_channels, init_scale=0.0)
 
-  def forward(self, x, labels):
+  def forward(self, x, labels, classes=None):
     check_labels(x, labels)
-    temb = self.time_embed(labels)
+    temb = add_class_embedding(self.class_embed, self.time_embed(labels), classes)
     hs = [self.conv_in(x)]
     for stage in self.down:
       for block, attn in stage.layers():

@@ -47,6 +47,49 @@ def check_labels(x, labels):
                      f"got {tuple(labels.shape)}")
 
 
+class ClassEmbedding(nn.Embedding):
+  """e(y) for a class y in 0..K-1 or the null label y = K, added to the time embedding that
+  every ResNet block receives (Ho & Salimans 2021; Dhariwal & Nichol 2021). The null label is
+  the unconditional model of classifier-free guidance."""
+
+  def __init__(self, num_classes, dim):
+    super().__init__(num_classes + 1, dim)
+    self.num_classes = num_classes
+    # Zero rows: a fresh conditional network computes the unconditional network's function
+    # for every label, and each row still learns, as the blocks' time projections are not zero.
+    nn.init.zeros_(self.weight)
+
+  def forward(self, classes, batch):
+    """e(classes) of shape [batch, dim]; classes None means the null label for every sample."""
+    if classes is None:
+      classes = torch.full((batch,), self.num_classes, dtype=torch.long,
+                           device=self.weight.device)
+    if classes.shape != (batch,) or classes.dtype != torch.long:
+      raise ValueError(f"classes must be a LongTensor of shape [batch] = [{batch}], got "
+                       f"{classes.dtype} of shape {tuple(classes.shape)}")
+    if len(classes) and (classes.min() < 0 or classes.max() > self.num_classes):
+      raise ValueError(f"classes must lie in 0..{self.num_classes} ({self.num_classes}: the "
+                       f"null label), got {classes.min().item()}..{classes.max().item()}")
+    return super().forward(classes)
+
+
+def class_embedding(num_classes, dim):
+  """A ClassEmbedding for num_classes = K > 0; None for an unconditional network (no
+  parameters, so its state dict is the same as before class conditioning existed)."""
+  if num_classes < 0:
+    raise ConfigError(f"num_classes must be 0 (unconditional) or a class count, got {num_classes}")
+  return ClassEmbedding(num_classes, dim) if num_classes else None
+
+
+def add_class_embedding(embedding, temb, classes):
+  """temb + e(classes); an unconditional network (embedding None) takes no classes."""
+  if embedding is None:
+    if classes is not None:
+      raise ValueError("this network is unconditional (num_classes=0): it takes no classes")
+    return temb
+  return temb + embedding(classes, temb.shape[0]).to(temb.dtype)
+
+
 class SinusoidalEmbedding(nn.Module):
   """emb(t)_i = sin(t w_i) for i < d/2 and cos(t w_{i - d/2}) after, with
   w_i = 10000^(-i / (d/2 - 1)) (Vaswani et al. 2017; Ho et al. 2020's timestep embedding)."""

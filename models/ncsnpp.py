@@ -7,13 +7,16 @@ Fourier embedding of log sigma, and `scale_by_sigma` (output divided by sigma: t
 The layers are registered in one list, `all_modules`, in the order score_sde_pytorch creates
 them, so a state dict of the reference implementation loads strictly with the same keys
 (`sigmas`, `all_modules.<i>.<name>`). `self.plan` keeps the same layers by role for forward().
+A class-conditional network (num_classes > 0) has one more key, `class_embed.weight`, outside
+that list so the reference's indices stay.
 """
 import math
 
 import torch
 from torch import nn
 
-from models.layers import SinusoidalEmbedding, check_labels, linear
+from models.layers import (SinusoidalEmbedding, add_class_embedding, check_labels,
+                           class_embedding, linear)
 from models.ncsnpp_layers import (AttnBlock, Combine, Downsample, GaussianFourierProjection,
                                   ResnetBlockBigGAN, ResnetBlockDDPM, Upsample, conv2d,
                                   group_norm, residual_sum)
@@ -28,8 +31,9 @@ CHOICES = {'resblock_type': ('ddpm', 'biggan'), 'embedding_type': ('positional',
 
 
 class NCSNpp(nn.Module):
-  """model(x, label) with label = the time input of score_sde: sigma(t) for a Fourier
-  embedding (it embeds log sigma), else the number fed to the sinusoidal embedding."""
+  """model(x, label, classes=None) with label = the time input of score_sde: sigma(t) for a
+  Fourier embedding (it embeds log sigma), else the number fed to the sinusoidal embedding;
+  classes (num_classes = K > 0 only) in 0..K-1, or the null label K, which None stands for."""
 
   def __init__(self,
                in_channels=3,
@@ -55,7 +59,8 @@ class NCSNpp(nn.Module):
                scale_by_sigma=False,       # divide the output by sigma (VE: output = score)
                centered=True,              # inputs in [-1, 1]; False: [0, 1], mapped to 2x - 1
                nonlinearity='swish',
-               sigma_min=0.01, sigma_max=50.0, num_scales=1000):  # the `sigmas` buffer
+               sigma_min=0.01, sigma_max=50.0, num_scales=1000,  # the `sigmas` buffer
+               num_classes=0):             # K classes and a null label (0: unconditional)
     super().__init__()
     given = dict(resblock_type=resblock_type, embedding_type=embedding_type,
                  progressive=progressive, progressive_input=progressive_input,
@@ -63,6 +68,9 @@ class NCSNpp(nn.Module):
     for name, value in given.items():
       if value not in CHOICES[name]:
         raise ConfigError(f"ncsnpp: {name}={value!r}; choose one of {CHOICES[name]}")
+    if num_classes and not conditional:
+      raise ConfigError("ncsnpp: a class embedding is added to the time embedding, which "
+                        "conditional=False leaves out; set conditional=True or num_classes=0")
     num_levels = len(ch_mult)
     if image_size % 2 ** (num_levels - 1):
       raise ConfigError(f"ncsnpp: image_size {image_size} is not divisible by "
@@ -160,6 +168,7 @@ class NCSNpp(nn.Module):
       plan['out'] = (add(group_norm(in_ch)),
                      add(conv2d(in_ch, out_channels, 3, init_scale=init_scale)))
     self.all_modules = nn.ModuleList(modules)
+    self.class_embed = class_embedding(num_classes, temb_dim)
     self.plan = plan   # the same modules by role; a plain dict, so no second set of keys
 
   def _output_pyramid(self, add, lowest, in_ch, pyramid_ch, channels, init_scale, fir_kernel):
@@ -175,7 +184,7 @@ class NCSNpp(nn.Module):
               add(group_norm(in_ch)), add(conv2d(in_ch, channels, 3, init_scale=init_scale)))
     return (add(Upsample(pyramid_ch, in_ch, with_conv=True, fir_kernel=fir_kernel)),)
 
-  def forward(self, x, labels):
+  def forward(self, x, labels, classes=None):
     check_labels(x, labels)
     plan, act = self.plan, self.act
     if self.embedding_type == 'fourier':
@@ -189,6 +198,7 @@ class NCSNpp(nn.Module):
       temb = second(act(first(temb)))
     else:
       temb = None
+    temb = add_class_embedding(self.class_embed, temb, classes)
     if not self.centered:
       x = 2 * x - 1
 

@@ -25,20 +25,23 @@ def check_parameterization(parameterization):
 
 
 def get_model_fn(sde, model, continuous=True):
-  """model_fn(x, t) -> (network output, std of x at t).
+  """model_fn(x, t, classes=None) -> (network output, std of x at t).
 
   A continuous-time network sees `sde.network_label(t)` (score_sde's: t (N - 1) / T, or
   sigma(t) for the VE-SDE) and the marginal std s(t); a discrete-time one the integer chain
   step i = sde.chain_index(t) as DDPM does (i = 999 at t = T for N = 1000) and the chain's s_i.
+  `classes` go to a class-conditional network (None: its null label, the unconditional model);
+  an unconditional network is called without them.
   """
 
-  def model_fn(x, t):
+  def model_fn(x, t, classes=None):
     if continuous:
       labels, std = sde.network_label(t), sde.marginal_std(t)
     else:
       index = sde.chain_index(t)
       labels, std = index.to(t.dtype), sde.chain_std(index)
-    return model(x, labels), std
+    output = model(x, labels) if classes is None else model(x, labels, classes)
+    return output, std
 
   return model_fn
 
@@ -64,12 +67,13 @@ def output_to_eps(output, std, parameterization):
 
 
 def get_score_fn(sde, model, continuous=True, parameterization='eps'):
-  """score_fn(x, t): the network's output at t turned into the score (see the module doc)."""
+  """score_fn(x, t, classes=None): the network's output at t turned into the score (see the
+  module doc); classes as in get_model_fn."""
   check_parameterization(parameterization)
   model_fn = get_model_fn(sde, model, continuous)
 
-  def score_fn(x, t):
-    output, std = model_fn(x, t)
+  def score_fn(x, t, classes=None):
+    output, std = model_fn(x, t, classes)
     return output_to_score(split_output(output, x)[0], std, parameterization)
 
   return score_fn
@@ -78,36 +82,37 @@ def get_score_fn(sde, model, continuous=True, parameterization='eps'):
 def get_score_and_variance_fns(sde, model, continuous=True, parameterization='eps'):
   """(score_fn, variance_output_fn) of a learned-variance network, sharing its evaluations:
   variance_output_fn(x, t) right after score_fn(x, t) on the same tensors (as the ancestral
-  step asks) reuses that call's output instead of evaluating the network again."""
+  step asks) reuses that call's output instead of evaluating the network again. Both take an
+  optional trailing `classes` (get_model_fn)."""
   check_parameterization(parameterization)
   model_fn = get_model_fn(sde, model, continuous)
   last = {}
 
-  def evaluate(x, t):
-    if last.get('x') is not x or last.get('t') is not t:
-      output, std = model_fn(x, t)
-      last.update(x=x, t=t, outputs=(*split_output(output, x), std))
+  def evaluate(x, t, classes):
+    if last.get('x') is not x or last.get('t') is not t or last.get('classes') is not classes:
+      output, std = model_fn(x, t, classes)
+      last.update(x=x, t=t, classes=classes, outputs=(*split_output(output, x), std))
     return last['outputs']
 
-  def score_fn(x, t):
-    output, _, std = evaluate(x, t)
+  def score_fn(x, t, classes=None):
+    output, _, std = evaluate(x, t, classes)
     return output_to_score(output, std, parameterization)
 
-  def variance_output_fn(x, t):
-    return evaluate(x, t)[1]
+  def variance_output_fn(x, t, classes=None):
+    return evaluate(x, t, classes)[1]
 
   return score_fn, variance_output_fn
 
 
 def chain_eps_fn(sde, model, continuous=True, parameterization='eps'):
-  """eps_fn(x, i) -> (eps_theta(x, i), the variance output v or None) at chain step i from a
-  network queried at the step's time t_i = sde.chain_time(i): a discrete-time network then
-  sees the step i itself."""
+  """eps_fn(x, i, classes=None) -> (eps_theta(x, i), the variance output v or None) at chain
+  step i from a network queried at the step's time t_i = sde.chain_time(i): a discrete-time
+  network then sees the step i itself. classes as in get_model_fn."""
   check_parameterization(parameterization)
   model_fn = get_model_fn(sde, model, continuous)
 
-  def eps_fn(x, index):
-    output, std = model_fn(x, sde.chain_time(index).to(x.dtype))
+  def eps_fn(x, index, classes=None):
+    output, std = model_fn(x, sde.chain_time(index).to(x.dtype), classes)
     mean, v = split_output(output, x)
     return output_to_eps(mean, std, parameterization), v
 

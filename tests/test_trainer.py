@@ -104,10 +104,10 @@ def test_interrupted_run_saves_its_last_step_and_resumes_exactly(tmp_path, one_t
   train(tiny_config(20), straight, progress=False)
   real_update = Trainer.update
 
-  def update_until_14(self, model, x):
+  def update_until_14(self, model, x, classes=None):
     if self.step + 1 == 14:
       raise KeyboardInterrupt
-    return real_update(self, model, x)
+    return real_update(self, model, x, classes)
 
   monkeypatch.setattr(Trainer, 'update', update_until_14)
   with pytest.raises(KeyboardInterrupt):

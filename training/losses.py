@@ -12,6 +12,9 @@ What differs is only where the time comes from:
     penalty is ||eps - eps_theta||^2 (L_simple); on the VE-SDE SMLD's (1, sigma_i) (Song & Ermon 2019)
 A network that learns its reverse variance (model.learn_variance) is trained on the DDPM chain's
 bound as well (`ChainBoundLoss`): L_hybrid = L_simple + lambda L_vlb, or L_vlb alone.
+A class-conditional network (model.class_conditional) sees each sample's class, replaced by the
+null label with probability model.label_dropout (Ho & Salimans 2021, Algorithm 1), so it learns
+the conditional and the unconditional score at once.
 """
 import math
 
@@ -69,6 +72,25 @@ def dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean):
   return weight * per_sample
 
 
+def drop_labels(classes, p, null, generator=None):
+  """classes with each entry replaced by the `null` label with probability p."""
+  drop = torch.rand(classes.shape, device=classes.device, generator=generator) < p
+  return classes.masked_fill(drop, null)
+
+
+def training_classes(config, classes, x0, generator=None):
+  """The classes a class-conditional model is trained on: the batch's, through drop_labels with
+  model.label_dropout and the null label data.num_classes. None for an unconditional model,
+  which ignores `classes` (and draws nothing, so its random stream is as before)."""
+  if not config.model.class_conditional:
+    return None
+  if classes is None:
+    raise ValueError("a class-conditional model (model.class_conditional) is trained on the "
+                     "batch's classes: pass them to the loss")
+  return drop_labels(classes.to(x0.device), config.model.label_dropout, config.data.num_classes,
+                     generator)
+
+
 def _time_sampler(config):
   """(times function, continuous flag) for config.training.loss."""
   train = config.training
@@ -83,13 +105,16 @@ def _time_sampler(config):
 
 
 def get_loss_fn(config, sde):
-  """loss_fn(model, x0, generator=None) -> the configured DSM loss of each sample ([batch]; the
-  training loss is their mean, their variance that of the estimate).
+  """loss_fn(model, x0, generator=None, classes=None) -> the configured DSM loss of each sample
+  ([batch]; the training loss is their mean, their variance that of the estimate).
 
-  x0 is a batch in model space (already scaled).
+  x0 is a batch in model space (already scaled); classes its labels ([batch] longs), used by a
+  class-conditional model only (training_classes).
   """
   times, continuous = _time_sampler(config)
   train = config.training
+  if not 0 <= config.model.label_dropout <= 1:
+    raise ConfigError(f"model.label_dropout is a probability, got {config.model.label_dropout}")
   if config.model.learn_variance or train.loss == 'vlb':
     return ChainBoundLoss(config, sde)
   if train.likelihood_weighting and not continuous:
@@ -100,17 +125,19 @@ def get_loss_fn(config, sde):
   if train.importance_sampling:
     times, importance_weight = likelihood_times(sde, train.eps)
 
-  def loss_fn(model, x0, generator=None):
+  def loss_fn(model, x0, generator=None, classes=None):
     score_fn = get_score_fn(sde, model, continuous, config.model.parameterization)
     t, mean_coeff, std = times(sde, x0.shape[0], train.eps, x0.device, generator)
     z = torch.randn(x0.shape, device=x0.device, generator=generator)
+    classes = training_classes(config, classes, x0, generator)
     if train.importance_sampling:
       weight = torch.full_like(std, importance_weight)
     elif train.likelihood_weighting:
       weight = sde.likelihood_weight(t)
     else:
       weight = torch.ones_like(std)
-    return dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, train.reduce_mean)
+    return dsm_per_sample(lambda x, t: score_fn(x, t, classes), x0, t, mean_coeff, std, z,
+                          weight, train.reduce_mean)
 
   return loss_fn
 
@@ -161,6 +188,7 @@ class ChainBoundLoss:
     if config.data.dataset == 'toy2d':
       raise ConfigError("a learned reverse variance is trained on the DDPM bound, whose "
                         "discretized decoder needs quantized image data (not toy2d)")
+    self.config = config
     self.sde, self.reduce_mean, self.hybrid = sde, train.reduce_mean, train.loss == 'ddpm'
     self.weight = train.vlb_weight * sde.N
     self.num_bins = config.data.num_bins
@@ -175,7 +203,7 @@ class ChainBoundLoss:
     if self.importance is not None and state:
       self.importance.load_state_dict(state)
 
-  def __call__(self, model, x0, generator=None):
+  def __call__(self, model, x0, generator=None, classes=None):
     sde, n = self.sde, x0.shape[0]
     probs = (self.importance.probabilities() if self.importance is not None
              else torch.full((sde.N,), 1.0 / sde.N, dtype=torch.float64))
@@ -183,8 +211,10 @@ class ChainBoundLoss:
     index = torch.multinomial(probs, n, replacement=True, generator=cpu_generator).to(x0.device)
     mean_coeff, std = (c.to(x0.dtype) for c in sde.chain_coeffs(index))
     z = torch.randn(x0.shape, device=x0.device, generator=generator)
+    classes = training_classes(self.config, classes, x0, generator)
     x_t = batch_broadcast(mean_coeff, x0) * x0 + batch_broadcast(std, x0) * z
-    output, _ = get_model_fn(sde, model, continuous=False)(x_t, sde.chain_time(index).to(x0.dtype))
+    output, _ = get_model_fn(sde, model, continuous=False)(x_t, sde.chain_time(index).to(x0.dtype),
+                                                           classes)
     eps, v = split_output(output, x0)
     reduce = lambda a: a.flatten(1).mean(1) if self.reduce_mean else a.flatten(1).sum(1)
     chain = sde.chain_arrays
