@@ -3,6 +3,9 @@
   python run.py --config vp_digits --mode train
   python run.py --workdir runs/vp_digits --mode sample --config.sampling.method=ode
   python run.py --workdir runs/vp_digits --mode eval
+  python run.py --workdir runs/vp_digits_cond --mode sample --config.sampling.guidance_scale=1
+  python run.py --workdir runs/vp_digits --mode train_classifier
+  python run.py --workdir runs/vp_digits --mode inpaint --config.inpaint.mask=left
 
 --config takes a name (configs/NAME.py) or a path; --config.a.b=v overrides any field.
 --workdir defaults to runs/<config name>. Training writes the resolved config to
@@ -23,8 +26,10 @@ from configs.run_config import inference_config
 from evaluation import evaluate
 from evaluation.shards import save_samples, to_storage
 from models import restore_for_inference
-from samplers.draw import data_sampler, draw_samples, samples_key
+from samplers.completion import KINDS, complete
+from samplers.draw import class_labels, data_sampler, draw_samples, sample_classes, samples_key
 from sde_lib import get_sde
+from training.classifier import train_classifier
 from training.trainer import train
 from utils.checkpoint import resolve_checkpoint
 from utils.device import get_device
@@ -35,7 +40,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     'config', DEFAULT_CONFIG, "config name (configs/NAME.py) or path; sample and eval may leave "
     "it out and use the workdir's config.json", lock_config=True)
-flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'what to do')
+flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval', 'train_classifier', 'inpaint',
+                                    'colorize'], 'what to do')
 flags.DEFINE_string('workdir', None, 'run directory (default runs/<config name>)')
 flags.DEFINE_bool('allow_model_override', False,
                   "let --config.* change a field that defines an existing run's trained model "
@@ -49,10 +55,14 @@ def sample(config, workdir):
   checkpoint = resolve_checkpoint(workdir, config.eval.ckpt)
   model, step, name = restore_for_inference(config, workdir, checkpoint, device)
   s = config.sampling
-  draw = data_sampler(config, get_sde(config), model, device, checkpoint=checkpoint)
+  draw = data_sampler(config, get_sde(config), model, device, checkpoint=checkpoint,
+                      workdir=workdir)
   samples, nfe = draw_samples(draw, s.num_samples, s.batch_size, config.seed, device)
-  npz, png = sample_paths(workdir, samples_key(config, s, checkpoint, s.batch_size, device))
-  save_samples(npz, png, to_storage(samples), nfe=nfe, step=step)
+  npz, png = sample_paths(workdir, samples_key(config, s, checkpoint, s.batch_size, device,
+                                               workdir))
+  labels = class_labels(config, s)
+  save_samples(npz, png, to_storage(samples), nfe=nfe, step=step,
+               labels=None if labels is None else sample_classes(labels, 0, len(samples)))
   print(f"{len(samples)} samples from {name} (step {step}), {nfe:g} score evaluations per sample "
         f"({s.method}):\n  {npz}\n  {png}")
 
@@ -86,6 +96,12 @@ def main(argv):
         print(f"trained to step {step}; checkpoints, sample grids, metrics.jsonl and tb/ in {workdir}")
     elif FLAGS.mode == 'sample':
       sample(config, workdir)
+    elif FLAGS.mode == 'train_classifier':
+      train_classifier(config, workdir)
+    elif FLAGS.mode in KINDS:
+      png, npz = complete(config, workdir, FLAGS.mode)
+      print(f"input, {config.inpaint.num_completions} completions and the original:\n  {png}\n"
+            f"  {npz}")
     else:
       evaluate(config, workdir)
   except ConfigError as e:

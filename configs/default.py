@@ -83,8 +83,36 @@ def get_default_config():
   sampling.thresholding = False       # dynamic thresholding of x0_hat (data-prediction solvers)
   sampling.ems_samples = 4096         # dpm_solver_v3: training points its EMS are estimated from
   sampling.ems_grid = 1200            # dpm_solver_v3: EMS grid intervals, uniform in lambda on [eps, T]
+  sampling.class_label = 'all'        # class-conditional sampling: 'all' (sample i has class
+                                      # i mod K), a label 'K' or a list 'a,b,...' (cycled), or
+                                      # 'null' (a conditional model's unconditional branch)
+  sampling.guidance_scale = 0.0       # classifier-free guidance w: (1 + w) s(x, y) - w s(x, null)
+                                      # (Ho & Salimans 2021; diffusers' scale is 1 + w)
+  sampling.classifier_scale = 0.0     # classifier guidance c: s(x) + c grad log p(y | x_t, t), with
+                                      # the run's classifier (--mode train_classifier)
   sampling.num_samples = 64
   sampling.batch_size = 64
+
+  # The time-dependent classifier of classifier guidance (models/classifier.py; Dhariwal &
+  # Nichol 2021), trained by --mode train_classifier into <workdir>/classifier/.
+  config.classifier = classifier = ml_collections.ConfigDict()
+  classifier.nf = 32                  # channels of the first level
+  classifier.ch_mult = (1, 2)
+  classifier.num_res_blocks = 1
+  classifier.n_iters = 2000
+  classifier.batch_size = 128
+  classifier.lr = 1e-3
+  classifier.checkpoint_freq = 500
+  classifier.eval_times = (0.0, 0.25, 0.5, 0.75, 1.0)   # test accuracy reported at these t
+
+  # --mode inpaint | colorize (samplers/completion.py; Song et al. 2021 app. I.2).
+  config.inpaint = inpaint = ml_collections.ConfigDict()
+  inpaint.image = '0'                 # a test-split index or an image file
+  inpaint.mask = 'center'             # box:x0,y0,x1,y1 | left | right | top | bottom | center |
+                                      # an image file (nonzero = missing); data/masks.py
+  inpaint.num_completions = 8
+  inpaint.resample = 1                # RePaint (Lugmayr et al. 2022): walks of each segment of
+  inpaint.jump_length = 1             # jump_length steps ('pc', 'ancestral'); 1: replacement only
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'cifar10'
@@ -100,6 +128,8 @@ def get_default_config():
   data.toy_radius = 4.0               # toy2d ring: radius of the circle of means
   data.toy_std = 0.2                  # toy2d ring: std of each mode
   data.toy_modes = 8                  # toy2d ring: number of modes
+  data.num_classes = 0                # K for model.class_conditional: digits and CIFAR-10 have 10,
+                                      # a folder its class subfolders, the toy2d ring its modes
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'ddpm'
@@ -135,6 +165,10 @@ def get_default_config():
   model.nonlinearity = 'swish'
   model.hidden = 256                  # mlp width
   model.num_layers = 4                # mlp residual blocks
+  model.class_conditional = False     # also take a class label (data.num_classes) or the null
+                                      # label, for classifier-free guidance (Ho & Salimans 2021)
+  model.label_dropout = 0.1           # training: probability a label is replaced by the null
+                                      # label (Ho & Salimans use 0.1-0.2)
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.lr = 2e-4

@@ -24,6 +24,7 @@ def get_config():
   config.data.centered = True
   config.data.random_flip = False     # digits are not mirror-symmetric
   config.data.num_bins = 17           # the data's grey levels (k / 16)
+  config.data.num_classes = 10        # its labels: class-conditional models and the classifier
 
   config.model.name = 'ddpm'
   config.model.nf = 32

@@ -202,14 +202,15 @@ def evaluate(config, workdir):
   sde = get_sde(config)
   specs = e.samplers or ('',)
   samplings = [parse_sampler_spec(spec, config.sampling) for spec in specs]
-  draws = [data_sampler(config, sde, model, device, sampling, checkpoint) for sampling in samplings]
+  draws = [data_sampler(config, sde, model, device, sampling, checkpoint, workdir)
+           for sampling in samplings]
   notes = []
   space = feature_space(config, device, notes) if e.enable_fid else None
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
   numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint)
   reports = []
   for spec, sampling, draw in zip(specs, samplings, draws):
-    key = samples_key(config, sampling, checkpoint, e.batch_size, device)
+    key = samples_key(config, sampling, checkpoint, e.batch_size, device, workdir)
     out_dir = eval_run_dir(workdir, key)
     samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
                                             e.batch_size, draw, seed=config.seed, device=device)

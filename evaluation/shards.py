@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from samplers.draw import batch_generator
 from utils.atomic import atomic_write, save_npz_atomic
-from utils.pictures import sample_picture
+from utils.pictures import class_picture, sample_picture
 
 GRID_IMAGES = 64   # images in a sample picture
 
@@ -41,12 +41,17 @@ def from_storage(samples):
   return torch.from_numpy(samples)
 
 
-def save_samples(npz_path, png_path, samples, **arrays):
-  """Stored samples (and any other arrays) as an .npz, and their picture (a grid of the first
-  GRID_IMAGES images, or a scatter plot of the points) as a .png, both atomically."""
+def save_samples(npz_path, png_path, samples, labels=None, **arrays):
+  """Stored samples (and any other arrays; their class `labels` if any) as an .npz, and their
+  picture as a .png, both atomically: a grid of the first GRID_IMAGES images (with labels, one
+  row per class: class_picture), or a scatter plot of the points."""
+  if labels is not None:
+    arrays['labels'] = np.asarray(labels)
   save_npz_atomic(npz_path, samples=samples, **arrays)
   x = from_storage(samples)
-  if x.dim() == 4:
+  if x.dim() == 4 and labels is not None:
+    picture = class_picture(x, labels)
+  elif x.dim() == 4:
     picture = sample_picture(x[:GRID_IMAGES])
   else:
     picture = sample_picture(x, bound=1.2 * float(np.quantile(np.abs(samples), 0.999)))
@@ -54,8 +59,8 @@ def save_samples(npz_path, png_path, samples, **arrays):
 
 
 def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cpu', progress=True):
-  """Draw `num_samples` with draw(n, generator) -> (x in data space, nfe), reusing the shards
-  already in `shard_dir`. Returns (stored samples, score evaluations per sample, seconds per
+  """Draw `num_samples` with draw(n, generator, progress, start) -> (x in data space, nfe)
+  (samplers.draw.data_sampler), reusing the shards already in `shard_dir`. Returns (stored samples, score evaluations per sample, seconds per
   sample), the last two averaged over all shards, including earlier runs'."""
   num_shards = math.ceil(num_samples / batch_size)
   parts, nfe, seconds = [], 0.0, 0.0
@@ -70,7 +75,7 @@ def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cp
         shard = None
     if shard is None:
       start = time.perf_counter()
-      x, shard_nfe = draw(count, batch_generator(seed, i, device))
+      x, shard_nfe = draw(count, batch_generator(seed, i, device), False, i * batch_size)
       shard = dict(samples=to_storage(x), nfe=np.asarray(shard_nfe),
                    seconds=np.asarray(time.perf_counter() - start), batch_size=np.asarray(batch_size))
       save_npz_atomic(path, **shard)

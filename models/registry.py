@@ -1,7 +1,9 @@
 """get_model(config): the one place where config fields become network arguments."""
+from models.classifier import NoisyClassifier
 from models.ddpm import DDPM
 from models.mlp import MLP
 from models.ncsnpp import NCSNpp
+from data import data_shape
 from utils.errors import ConfigError
 
 
@@ -20,12 +22,24 @@ def output_channels(config, channels):
   return 2 * channels
 
 
+def num_classes(config):
+  """K of a class-conditional model (model.class_conditional: data.num_classes classes and a
+  null label; Ho & Salimans 2021), 0 for an unconditional one."""
+  if not config.model.class_conditional:
+    return 0
+  if config.data.num_classes < 2:
+    raise ConfigError(f"model.class_conditional needs the data set's number of classes in "
+                      f"data.num_classes (at least 2), got {config.data.num_classes}")
+  return config.data.num_classes
+
+
 def _ddpm(config):
   m, d = config.model, config.data
   return DDPM(in_channels=d.num_channels, out_channels=output_channels(config, d.num_channels),
               nf=m.nf, ch_mult=tuple(m.ch_mult),
               num_res_blocks=m.num_res_blocks, attn_resolutions=tuple(m.attn_resolutions),
-              dropout=m.dropout, image_size=d.image_size, num_groups=m.num_groups)
+              dropout=m.dropout, image_size=d.image_size, num_groups=m.num_groups,
+              num_classes=num_classes(config))
 
 
 def _ncsnpp(config):
@@ -47,12 +61,13 @@ def _ncsnpp(config):
       progressive_input=m.progressive_input, progressive_combine=m.progressive_combine,
       resamp_with_conv=m.resamp_with_conv, init_scale=m.init_scale, conditional=m.conditional,
       scale_by_sigma=m.scale_by_sigma, centered=d.centered, nonlinearity=m.nonlinearity,
-      sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, num_scales=sde.num_scales)
+      sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, num_scales=sde.num_scales,
+      num_classes=num_classes(config))
 
 
 def _mlp(config):
   return MLP(dim=2, hidden=config.model.hidden, num_layers=config.model.num_layers,
-              out_dim=output_channels(config, 2))
+              out_dim=output_channels(config, 2), num_classes=num_classes(config))
 
 
 MODELS = {'ddpm': _ddpm, 'mlp': _mlp, 'ncsnpp': _ncsnpp}
@@ -64,3 +79,16 @@ def get_model(config):
   if name not in MODELS:
     raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
   return MODELS[name](config)
+
+
+def get_classifier(config):
+  """The time-dependent classifier of classifier guidance (config.classifier), on the CPU."""
+  c, d = config.classifier, config.data
+  if len(data_shape(config)) != 3:
+    raise ConfigError("the guidance classifier is an image network; the data are not images")
+  if d.num_classes < 2:
+    raise ConfigError("a classifier needs labelled data: set config.data.num_classes (digits and "
+                      "CIFAR-10 have 10; a folder data set has one subfolder per class)")
+  return NoisyClassifier(in_channels=d.num_channels, num_classes=d.num_classes, nf=c.nf,
+                         ch_mult=tuple(c.ch_mult), num_res_blocks=c.num_res_blocks,
+                         image_size=d.image_size)

@@ -7,9 +7,11 @@ import torch
 from models.ema import ExponentialMovingAverage
 from models.import_diffusers import is_diffusers_folder, load_diffusers_ddpm
 from models.import_score_sde import from_score_sde, is_score_sde_checkpoint
-from models.registry import get_model
-from utils.checkpoint import CheckpointError, load_checkpoint, load_state_strict, resolve_checkpoint
+from models.registry import get_classifier, get_model
+from utils.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
+                              load_state_strict, resolve_checkpoint)
 from utils.device import get_device
+from utils.workdir import classifier_dir
 
 
 def read_checkpoint(path, model, ema_rate):
@@ -51,3 +53,24 @@ def restore_for_inference(config, workdir, ckpt='', device=None):
   device = get_device(config.device) if device is None else torch.device(device)
   name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
   return model.to(device).eval(), int(state['step']), name
+
+
+def classifier_checkpoint(workdir):
+  """The latest checkpoint of the run's time-dependent classifier (classifier guidance)."""
+  path = None if workdir is None else latest_checkpoint(classifier_dir(workdir))
+  if path is None:
+    raise CheckpointError(f"sampling.classifier_scale > 0 needs the run's classifier and "
+                          f"{classifier_dir(workdir)} has none: train one with "
+                          f"python run.py --mode train_classifier --workdir {workdir}")
+  return path
+
+
+def restore_classifier(config, workdir, device):
+  """(the classifier of the run in `workdir`, in eval mode on `device`, its checkpoint path)."""
+  path = classifier_checkpoint(workdir)
+  classifier = get_classifier(config)
+  try:
+    load_state_strict(classifier, load_checkpoint(path)['model'], 'classifier')
+  except ValueError as e:
+    raise CheckpointError(f"{path}: {e}") from None
+  return classifier.to(device).eval(), path

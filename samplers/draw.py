@@ -19,9 +19,13 @@ from configs.run_config import model_fields
 from data import data_range, data_shape, get_data_scaler, get_eval_dataset, get_samples_to_data
 from models.score_fn import chain_eps_fn
 from models import get_score_fn
+from models.classifier import classifier_log_prob_fn
+from models.restore import classifier_checkpoint, restore_classifier
 from models.score_fn import get_score_and_variance_fns
 from samplers.analytic_variance import GAMMA_VERSION, GammaTable, estimate_gamma
 from samplers.ems import EMS, EMS_VERSION, compute_ems
+from samplers.guidance import classifier_free, classifier_guided
+from samplers.imputation import impute
 from samplers.registry import get_sampler, resolved_sampling
 from sde_lib.reverse_variance import NEEDS_LEARNING, VarianceInputs, check_variance
 from utils.checkpoint import derived_path
@@ -32,11 +36,20 @@ from utils.errors import ConfigError
 NOT_SAMPLER_SETTINGS = ('num_samples', 'batch_size')
 
 
-def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
-  """draw(n, generator=None, progress=True) -> (n samples in data space on the CPU, score
-  evaluations per sample) with `sampling` (default config.sampling) on the network's score.
-  A model of uniformly dequantized images gives the levels of its samples' bins
-  (data.get_samples_to_data).
+def data_sampler(config, sde, model, device, sampling=None, checkpoint=None, workdir=None,
+                 resample=1, jump_length=1):
+  """draw(n, generator=None, progress=True, start=0, observation=None) -> (n samples in data
+  space on the CPU, score evaluations per sample) with `sampling` (default config.sampling) on
+  the network's score; `start` is the index of the first of them in their set. A model of
+  uniformly dequantized images gives the levels of its samples' bins (data.get_samples_to_data).
+  With an `observation` (samplers.imputation.Observation, in model space) the samples complete
+  it (impute: inpainting, colorization), 'pc' and 'ancestral' with RePaint's resampling when
+  resample > 1.
+
+  Classes (class_labels): sample i of a set has class labels[i mod L], with classifier-free
+  guidance of scale sampling.guidance_scale on a class-conditional network and classifier
+  guidance of scale sampling.classifier_scale with the classifier of the run in `workdir`
+  (samplers/guidance.py).
 
   The sampler is built here, so a setting it cannot run raises ConfigError before anything is
   drawn. The network is used as given (callers put EMA weights in and switch to eval mode).
@@ -48,6 +61,8 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
   sampling = config.sampling if sampling is None else sampling
   continuous = config.training.continuous
   score_fn, output_fn = score_and_variance_fns(config, sde, model)
+  labels = class_labels(config, sampling)
+  guided = guided_score_fn(config, sampling, sde, score_fn, device, workdir)
   to_data = get_samples_to_data(config)
   ems = None
   if sampling.method == 'dpm_solver_v3':
@@ -61,15 +76,88 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None):
   @functools.lru_cache(maxsize=None)
   def sampler(n):
     return get_sampler(sampling, sde, (n,) + data_shape(config), device=device,
-                       continuous=continuous, ems=ems, variance_inputs=inputs)
+                       continuous=continuous, ems=ems, variance_inputs=inputs,
+                       resample=resample, jump_length=jump_length)
 
   sampler(sampling.batch_size)   # built now: a setting it cannot run stops the caller here
 
-  def draw(n, generator=None, progress=True):
-    x, nfe = sampler(n)(score_fn, generator=generator, progress=progress)
+  def draw(n, generator=None, progress=True, start=0, observation=None):
+    score = (score_fn if labels is None
+             else guided(torch.tensor(sample_classes(labels, start, n), device=device)))
+    if observation is None:
+      x, nfe = sampler(n)(score, generator=generator, progress=progress)
+    elif sampling.thresholding:
+      raise ConfigError("sampling.thresholding reads every coordinate of x0_hat, including the "
+                        "unused known ones of imputation: turn it off to inpaint or colorize")
+    else:
+      x, nfe = impute(sampler(n), score, sampler(n).sde, observation, (n,) + data_shape(config),
+                      generator, progress)
     return to_data(x).cpu(), nfe
 
   return draw
+
+
+def class_labels(config, sampling):
+  """The labels a set's samples cycle through, from sampling.class_label ('all': 0..K-1; 'k' or
+  'a,b,...'; 'null': a conditional network's null label K), or None when no class is asked
+  for (an unconditional network without classifier guidance). Bad requests are ConfigErrors."""
+  conditional = config.model.class_conditional
+  guided = sampling.guidance_scale > 0 or sampling.classifier_scale > 0
+  if sampling.guidance_scale > 0 and not conditional:
+    raise ConfigError("sampling.guidance_scale > 0 (classifier-free guidance) needs a "
+                      "class-conditional model (model.class_conditional=True)")
+  spec, k = str(sampling.class_label).strip(), config.data.num_classes
+  if not (conditional or sampling.classifier_scale > 0):
+    if spec != 'all':
+      raise ConfigError(f"sampling.class_label={spec!r} needs a class-conditional model or "
+                        f"classifier guidance (sampling.classifier_scale > 0)")
+    return None
+  if spec == 'all':
+    return list(range(k))
+  if spec == 'null':
+    if guided or not conditional:
+      raise ConfigError("sampling.class_label='null' samples a class-conditional model's "
+                        "unconditional branch, without guidance")
+    return [k]
+  try:
+    labels = [int(label) for label in spec.split(',')]
+  except ValueError:
+    labels = None
+  if not labels or any(not 0 <= label < k for label in labels):
+    raise ConfigError(f"sampling.class_label must be 'all', 'null', a class in 0..{k - 1} or a "
+                      f"comma-separated list of them, got {spec!r}")
+  return labels
+
+
+def sample_classes(labels, start, n):
+  """The classes of samples start, ..., start + n - 1 of a set cycling through `labels`."""
+  return [labels[i % len(labels)] for i in range(start, start + n)]
+
+
+def guided_score_fn(config, sampling, sde, class_score_fn, device, workdir=None):
+  """guided(classes) -> score_fn(x, t): the class-conditional score with classifier-free
+  guidance (a conditional network) and then classifier guidance (scale > 0: the classifier of
+  the run in `workdir`), samplers/guidance.py."""
+  if config.model.class_conditional and config.model.learn_variance:
+    raise ConfigError("class-conditional sampling of a learned-variance network is not "
+                      "supported: its variance output would ignore the class")
+  log_prob_fn = None
+  if sampling.classifier_scale > 0:
+    if workdir is None:
+      raise ConfigError("sampling.classifier_scale > 0 needs the run's classifier; sample "
+                        "with run.py --mode sample|eval --workdir DIR")
+    log_prob_fn = classifier_log_prob_fn(sde, restore_classifier(config, workdir, device)[0])
+
+  def guided(classes):
+    score_fn = class_score_fn
+    if config.model.class_conditional:
+      score_fn = classifier_free(class_score_fn, classes, config.data.num_classes,
+                                 sampling.guidance_scale)
+    if log_prob_fn is not None:
+      score_fn = classifier_guided(score_fn, log_prob_fn, classes, sampling.classifier_scale)
+    return score_fn
+
+  return guided
 
 
 def score_and_variance_fns(config, sde, model):
@@ -191,11 +279,11 @@ def batch_generator(seed, index, device):
 
 def draw_samples(draw, num_samples, batch_size, seed, device, progress=True):
   """(num_samples samples in data space, score evaluations per sample) from draw(n, generator,
-  progress) (see data_sampler), in batches of batch_size seeded by batch_generator."""
+  progress, start) (see data_sampler), in batches of batch_size seeded by batch_generator."""
   batches, nfe = [], 0.0
   for index, start in enumerate(range(0, num_samples, batch_size)):
     n = min(batch_size, num_samples - start)
-    x, batch_nfe = draw(n, batch_generator(seed, index, device), progress)
+    x, batch_nfe = draw(n, batch_generator(seed, index, device), progress, start)
     batches.append(x)
     nfe += batch_nfe * n
   return torch.cat(batches), nfe / num_samples
@@ -229,7 +317,7 @@ def _sha256(path, size, mtime_ns):
     return hashlib.file_digest(f, 'sha256').hexdigest()
 
 
-def samples_key(config, sampling, checkpoint, batch_size, device):
+def samples_key(config, sampling, checkpoint, batch_size, device, workdir=None):
   """'<checkpoint>-<sampler_name>-<hash>', e.g. 'ckpt_20-pc_steps-5-3f9a0c2e71': the name of the
   set of samples `checkpoint` (a path) draws with `sampling` in batches of `batch_size`.
 
@@ -237,8 +325,9 @@ def samples_key(config, sampling, checkpoint, batch_size, device):
   checkpoint (its name and the SHA-256 of its bytes, so a run retrained into the same workdir
   never meets its predecessor's samples), every sampling setting (a fast sampler's 'default'
   ones as they resolve: registry.resolved_sampling), the batch size, the seed,
-  the device type and the config fields that define the model. A change to any of them
-  gives a new name; the number of samples does not (a longer set begins with a shorter one).
+  the device type, the config fields that define the model and, with classifier guidance, the
+  classifier's checkpoint (of the run in `workdir`). A change to any of them gives a new name;
+  the number of samples does not (a longer set begins with a shorter one).
   """
   determines = {
       'checkpoint': [os.path.basename(checkpoint), checkpoint_sha256(checkpoint)],
@@ -249,6 +338,8 @@ def samples_key(config, sampling, checkpoint, batch_size, device):
       'device': torch.device(device).type,
       'model': model_fields(config),
   }
+  if sampling.classifier_scale > 0:
+    determines['classifier'] = checkpoint_sha256(classifier_checkpoint(workdir))
   digest = hashlib.sha256(json.dumps(determines, sort_keys=True).encode()).hexdigest()[:10]
   name = os.path.splitext(os.path.basename(checkpoint))[0]
   return f'{name}-{sampler_name(sampling)}-{digest}'

@@ -10,6 +10,7 @@ from samplers.dpm_solver_v3 import dpm_solver_v3
 from samplers.ems import checked_ems
 from samplers.fast import fast_sample, fast_times
 from samplers.heun import heun
+from samplers.imputation import check_resampling
 from samplers.ipndm import ipndm
 from samplers.langevin import annealed_langevin, langevin
 from samplers.pc import pc_sample
@@ -108,8 +109,10 @@ def get_corrector(name):
   return CORRECTORS[name]
 
 
-def get_sampler(config, sde, shape, device=None, continuous=True, ems=None, variance_inputs=None):
-  """sampler(score_fn, generator=None, progress=True) -> (x, nfe) for `config` (= config.sampling).
+def get_sampler(config, sde, shape, device=None, continuous=True, ems=None, variance_inputs=None,
+                resample=1, jump_length=1):
+  """sampler(score_fn, generator=None, progress=True) -> (x, nfe) for `config` (= config.sampling);
+  sampler.sde is the process it runs (the DiscreteChain when it steps on a chain).
 
   method: 'pc' (config.predictor + config.corrector), 'ancestral' (DDPM: ancestral predictor, no
   corrector), 'ode' (probability flow, torchdiffeq), 'sde' (reverse SDE, torchsde; with
@@ -125,8 +128,14 @@ def get_sampler(config, sde, shape, device=None, continuous=True, ems=None, vari
   step with config.variance 'learned' or 'analytic' its `variance_inputs`
   (sde_lib.reverse_variance.VarianceInputs). On a discrete-time model's chain, config.steps < N
   samples the respaced chain (Nichol & Dhariwal 2021, sec. 4).
+  resample > 1 walks 'pc' and 'ancestral' by RePaint's schedule, each segment of `jump_length`
+  steps `resample` times (samplers/imputation.py; for imputation, Lugmayr et al. 2022).
   Settings that cannot run raise ConfigError here, before any sampling.
   """
+  check_resampling(config.steps, jump_length, resample)
+  if resample > 1 and config.method not in ('pc', 'ancestral'):
+    raise ConfigError(f"RePaint's resampling (resample={resample}) steps back up the time grid of "
+                      f"the 'pc' and 'ancestral' samplers only, not {config.method!r}")
   common = dict(eps=config.eps, noise_removal=config.noise_removal, device=device)
   if config.method in ('pc', 'ancestral'):
     ancestral = config.method == 'ancestral'
@@ -143,7 +152,7 @@ def get_sampler(config, sde, shape, device=None, continuous=True, ems=None, vari
                           "'ancestral' or 'reverse_diffusion' predictor")
     run = functools.partial(pc_sample, sde, shape=shape, predictor=predictor, corrector=corrector,
                             steps=config.steps, snr=config.snr, n_steps_each=config.n_steps_each,
-                            **common)
+                            resample=resample, jump_length=jump_length, **common)
   elif config.method == 'ode':
     run = functools.partial(ode_sample, sde, shape=shape, method=config.ode_method,
                             rtol=config.rtol, atol=config.atol, steps=config.steps, **common)
@@ -160,7 +169,8 @@ def get_sampler(config, sde, shape, device=None, continuous=True, ems=None, vari
     times = fast_times(sde, schedule, config.eps, config.steps, config.noise_removal, chain)
     if config.method == 'dpm_solver_v3':
       kwargs['ems'] = checked_ems(ems, sde, config.eps, shape[1:])
-    run = functools.partial(fast_sample, chain or sde, shape=shape, solver=fast.solver,
+    sde = chain or sde
+    run = functools.partial(fast_sample, sde, shape=shape, solver=fast.solver,
                             steps=config.steps, times=times, thresholding=config.thresholding,
                             **common, **kwargs)
   else:
@@ -172,4 +182,9 @@ def get_sampler(config, sde, shape, device=None, continuous=True, ems=None, vari
     with torch.no_grad():
       return run(score_fn=score_fn, generator=generator, progress=progress)
 
+  sampler.sde = run.args[0]   # the process it steps (a discrete-time model's DiscreteChain or the
+                              # SDE): imputation diffuses its observation by this one's m and s
+  # The process it runs (a DiscreteChain on a chain's own steps), whose m(t) and s(t) the
+  # score it is given is evaluated under: what imputation diffuses the observation with.
+  sampler.sde = sde
   return sampler

@@ -60,13 +60,14 @@ def test_samples_key_changes_with_everything_that_determines_the_samples(tmp_pat
   workdir = str(tmp_path)
   ckpt = os.path.join(workdir, 'checkpoints', 'ckpt_5.pt')
   moved = os.path.join(str(tmp_path / 'elsewhere'), 'ckpt_5.pt')
+  classifier = os.path.join(workdir, 'classifier', 'checkpoints', 'ckpt_1.pt')
   for path, content in ((ckpt, b'weights'), (ckpt.replace('ckpt_5', 'ckpt_6'), b'weights'),
-                        (moved, b'weights')):
+                        (moved, b'weights'), (classifier, b'classifier')):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'wb') as f:
       f.write(content)
   key = lambda c, checkpoint=ckpt, batch=4, device='cpu': samples_key(
-      c, c.sampling, checkpoint, batch, device).rsplit('-', 1)[1]
+      c, c.sampling, checkpoint, batch, device, workdir).rsplit('-', 1)[1]
   assert samples_key(config, config.sampling, ckpt, 4, 'cpu').startswith(
       'ckpt_5-pc_corrector-none_steps-200-')
   base = key(config)
@@ -81,6 +82,12 @@ def test_samples_key_changes_with_everything_that_determines_the_samples(tmp_pat
   assert len({base, key(config, batch=8), key(config, device='cuda'),
               key(config, checkpoint=ckpt.replace('ckpt_5', 'ckpt_6'))}) == 4
   assert key(config, checkpoint=moved) == base   # the same file elsewhere: the same samples
+  guided = config.copy_and_resolve_references()
+  guided.sampling.classifier_scale = 1.0
+  before = key(guided)
+  with open(classifier, 'wb') as f:   # a retrained classifier guides to other samples
+    f.write(b'retrained')
+  assert key(guided) != before
   for field in ('seed', 'model.hidden', 'model.parameterization', 'sde.beta_max', 'sde.name',
                 'training.continuous', 'data.centered', 'data.image_size'):
     other = config.copy_and_resolve_references()

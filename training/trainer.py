@@ -24,12 +24,13 @@ from configs.run_config import resume_changes, write_run_config
 from data import DatasetUnavailable, get_data_scaler, get_dataset, get_eval_dataset
 from models import ExponentialMovingAverage, get_model
 from evaluation.score_bound import bound_bpd
-from samplers.draw import data_sampler, draw_samples, score_and_variance_fns
+from samplers.draw import (class_labels, data_sampler, draw_samples, sample_classes,
+                           score_and_variance_fns)
 from training.losses import get_loss_fn
 from utils import checkpoint, workdir as layout
 from utils.device import get_device
 from utils.errors import ConfigError
-from utils.pictures import sample_picture
+from utils.pictures import class_picture, sample_picture
 
 
 def step_seed(seed, rank, step):
@@ -135,7 +136,10 @@ class Trainer:
         self.held_out = torch.stack([test[i][0] for i in range(min(train.bound_images, len(test)))])
       except DatasetUnavailable as err:
         tqdm.write(f"note: no held-out bound in the metrics, the test split is missing: {err}")
-    self.draw = data_sampler(config, self.sde, self.model, self.ddp.device)
+    self.snapshot_sampling = config.sampling.copy_and_resolve_references()
+    if self.snapshot_sampling.classifier_scale > 0:   # the classifier is trained after the model
+      self.snapshot_sampling.update(classifier_scale=0.0, class_label='all')
+    self.draw = data_sampler(config, self.sde, self.model, self.ddp.device, self.snapshot_sampling)
     self.ema = ExponentialMovingAverage(self.model, config.model.ema_rate, warmup=config.model.ema_warmup)
     o = config.optim
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, 0.999),
@@ -190,8 +194,10 @@ class Trainer:
     try:
       while self.step < train.n_iters:
         torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step + 1))
-        x, _ = next(batches)
-        lr, loss, variance, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)))
+        x, labels = next(batches)
+        classes = labels.to(self.ddp.device) if config.model.class_conditional else None
+        lr, loss, variance, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)),
+                                                    classes)
         self.step += 1   # only once the update (and its EMA) is complete
         losses.append(loss)
         variances.append(variance)
@@ -221,13 +227,14 @@ class Trainer:
     self.ddp.close()
     return self.step
 
-  def update(self, model, x):
+  def update(self, model, x, classes=None):
     """Step self.step + 1: Adam at the warm-up learning rate, gradient clipping, EMA update.
-    Returns lr, the batch's loss, the variance of its per-sample terms and the gradient norm."""
+    classes: the batch's labels for a class-conditional model. Returns lr, the batch's loss, the
+    variance of its per-sample terms and the gradient norm."""
     lr = learning_rate(self.config.optim, self.step + 1)
     for group in self.optimizer.param_groups:
       group['lr'] = lr
-    per_sample = self.loss_fn(model, x)
+    per_sample = self.loss_fn(model, x, classes=classes)
     loss = per_sample.mean()
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -286,10 +293,14 @@ class Trainer:
                                 config.sampling.batch_size, config.seed, self.ddp.device,
                                 progress=False)
     reference = bound = None
+    labels = class_labels(config, self.snapshot_sampling)
     if samples.dim() == 2:
       reference = torch.stack([self.dataset[i][0] for i in range(min(2000, len(self.dataset)))])
       bound = 1.2 * reference.abs().max().item()
-    picture = sample_picture(samples, reference, bound)
+    if labels is not None and samples.dim() == 4:
+      picture = class_picture(samples, sample_classes(labels, 0, len(samples)))
+    else:
+      picture = sample_picture(samples, reference, bound)
     save_image(picture, layout.snapshot_path(self.workdir, self.step))
     self.writer.add_image('samples', picture, self.step)
 

@@ -6,6 +6,7 @@
   <workdir>/tb/                TensorBoard events
   <workdir>/metrics.jsonl      one JSON line per logged step
   <workdir>/eval/<key>/        --mode eval: reports, samples and shards of one set of samples
+  <workdir>/classifier/        --mode train_classifier: checkpoints/ as above, accuracy.json
 
 <key> is samplers.draw.samples_key: '<checkpoint>-<sampler>-<hash of all that determines the
 samples>', the same for both modes.
@@ -53,3 +54,12 @@ def eval_dir(workdir):
 
 def eval_run_dir(workdir, key):
   return os.path.join(eval_dir(workdir), key)
+
+
+def classifier_dir(workdir):
+  """The run's time-dependent classifier (classifier guidance), laid out as a workdir."""
+  return os.path.join(workdir, 'classifier')
+
+
+def classifier_accuracy_path(workdir):
+  return os.path.join(classifier_dir(workdir), 'accuracy.json')
