@@ -55,9 +55,9 @@ class ClassEmbedding(nn.Embedding):
   def __init__(self, num_classes, dim):
     super().__init__(num_classes + 1, dim)
     self.num_classes = num_classes
-    # Zero rows: a fresh conditional network computes the unconditional network's function
-    # for every label, and each row still learns, as the blocks' time projections are not zero.
-    nn.init.zeros_(self.weight)
+    # N(0, 1) rows (nn.Embedding's own init, as guided-diffusion's label embedding): of the
+    # time embedding's scale from the start. Zero rows learned too slowly to be used: after
+    # 3,000 digits steps they had norm 0.25 and changed the output by 0.07%.
 
   def forward(self, classes, batch):
     """e(classes) of shape [batch, dim]; classes None means the null label for every sample."""
