@@ -179,3 +179,35 @@ def test_sample_and_eval_start_from_the_runs_config(tmp_path):
 
   line = error_line(run('--workdir', workdir, '--mode', 'eval', '--config.model.hidden=32'))
   assert 'model.hidden 48 -> 32' in line and '--allow_model_override' in line
+
+
+@pytest.mark.slow
+def test_conditional_modes_from_the_command_line(tmp_path):
+  """A tiny vp_digits_cond run: --mode sample with guidance stores one label per sample
+  (i mod 10) and lays its grid out one row per class; --mode train_classifier writes the
+  classifier and its accuracy; classifier-guided sampling uses it; --mode inpaint writes its
+  grid; a class out of range is one line and exit 1."""
+  workdir = str(tmp_path / 'cond')
+  cond = [a.replace('vp_digits', 'vp_digits_cond') for a in TINY]
+  ok(run(*cond, '--workdir', workdir, '--config.training.n_iters=2',
+         '--config.sampling.num_samples=20', '--config.sampling.batch_size=20'))
+  ok(run('--workdir', workdir, '--mode', 'sample', '--config.sampling.guidance_scale=2'))
+  [npz] = [n for n in os.listdir(os.path.join(workdir, 'samples')) if n.endswith('.npz')]
+  with np.load(os.path.join(workdir, 'samples', npz)) as stored:
+    assert list(stored['labels']) == [i % 10 for i in range(20)]
+  from PIL import Image
+  # 10 rows of 2 images of 32 pixels with 2-pixel padding (utils/pictures.py class_picture).
+  assert Image.open(os.path.join(workdir, 'samples', npz[:-4] + '.png')).size == (70, 342)
+  result = ok(run('--workdir', workdir, '--mode', 'train_classifier',
+                  '--config.classifier.n_iters=3', '--config.classifier.batch_size=16'))
+  assert 't = 1.00' in result.stdout
+  assert os.path.isfile(os.path.join(workdir, 'classifier', 'accuracy.json'))
+  ok(run('--workdir', workdir, '--mode', 'sample', '--config.sampling.classifier_scale=1',
+         '--config.sampling.class_label=3'))
+  result = ok(run('--workdir', workdir, '--mode', 'inpaint', '--config.inpaint.mask=left',
+                  '--config.inpaint.num_completions=2'))
+  assert any(n.startswith('inpaint-') and n.endswith('.png')
+             for n in os.listdir(os.path.join(workdir, 'samples')))
+  line = error_line(run('--workdir', workdir, '--mode', 'sample',
+                        '--config.sampling.class_label=12'))
+  assert 'class_label' in line
