@@ -60,8 +60,9 @@ def save_samples(npz_path, png_path, samples, labels=None, **arrays):
 
 def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cpu', progress=True):
   """Draw `num_samples` with draw(n, generator, progress, start) -> (x in data space, nfe)
-  (samplers.draw.data_sampler), reusing the shards already in `shard_dir`. Returns (stored samples, score evaluations per sample, seconds per
-  sample), the last two averaged over all shards, including earlier runs'."""
+  (samplers.draw.data_sampler), reusing the shards already in `shard_dir`. Returns (stored
+  samples, score evaluations per sample, seconds per sample), the last two averaged over all
+  shards, including earlier runs'."""
   num_shards = math.ceil(num_samples / batch_size)
   parts, nfe, seconds = [], 0.0, 0.0
   for i in tqdm(range(num_shards), desc='sample shards', disable=not progress):

@@ -92,7 +92,8 @@ def test_inpainting_completes_digits_of_their_class(cond_run):
   with torch.no_grad():
     completed = (classify(x).argmax(1) == labels).double().mean().item()
     masked = (classify(images * mask + 0.5 * (1 - mask)).argmax(1) == labels).double().mean().item()
-  print(f"classifier agrees with the label: completions {completed:.2f}, masked inputs {masked:.2f}")
+  print(f"classifier agrees with the label: completions {completed:.2f}, "
+        f"masked inputs {masked:.2f}")
   assert completed > 0.35 and completed > masked + 0.2   # chance 0.1; std. error 0.05 at 100
 
 
