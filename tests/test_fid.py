@@ -128,7 +128,7 @@ def test_shards_resume_and_are_the_seeded_batches(tmp_path):
   # reuses the two full shards and draws the last, now full, one again.
   calls = []
 
-  def draw(n, generator, progress=True):
+  def draw(n, generator, progress=True, start=0):
     calls.append(n)
     return torch.rand(n, 1, 2, 2, generator=generator), 7
 
