@@ -19,8 +19,8 @@ from evaluation.bpd import split_bpd, split_score_bound, split_vlb
 from evaluation.fid import InceptionUnavailable, fid, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, restore_for_inference
-from samplers.draw import (data_sampler, network_statistic, sampler_name, samples_key,
-                           variance_inputs)
+from samplers.draw import (class_labels, data_sampler, network_statistic, sample_classes,
+                           sampler_name, samples_key, variance_inputs)
 from samplers.registry import resolved_sampling
 from sde_lib import get_sde
 from training.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
@@ -214,7 +214,9 @@ def evaluate(config, workdir):
     out_dir = eval_run_dir(workdir, key)
     samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
                                             e.batch_size, draw, seed=config.seed, device=device)
-    save_samples(os.path.join(out_dir, 'samples.npz'), os.path.join(out_dir, 'grid.png'), samples)
+    labels = class_labels(config, sampling)
+    save_samples(os.path.join(out_dir, 'samples.npz'), os.path.join(out_dir, 'grid.png'), samples,
+                 labels=None if labels is None else sample_classes(labels, 0, len(samples)))
     if arrays:
       save_npz_atomic(os.path.join(out_dir, 'likelihood.npz'), **arrays)
     report = {'checkpoint': ckpt_name, 'step': step, 'sampler': sampler_name(sampling),
