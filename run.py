@@ -92,7 +92,10 @@ def main(argv):
     config, workdir = config_and_workdir(FLAGS.mode)
     if FLAGS.mode == 'train':
       step = train(config, workdir, allow_model_override=FLAGS.allow_model_override)
-      if int(os.environ.get('RANK', '0')) == 0:   # one line, also under torchrun
+      n = config.training.n_iters
+      if int(os.environ.get('RANK', '0')) == 0 and step < n:   # SIGTERM, SIGUSR1
+        print(f"stopped at step {step} of {n} (training/preemption.py); the same command resumes")
+      elif int(os.environ.get('RANK', '0')) == 0:   # one line, also under torchrun
         print(f"trained to step {step}; checkpoints, sample grids, metrics.jsonl and tb/ in {workdir}")
     elif FLAGS.mode == 'sample':
       sample(config, workdir)

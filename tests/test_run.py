@@ -3,8 +3,10 @@ workdir layout, refused model changes, bad input as one line and bugs with their
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -208,3 +210,25 @@ def test_conditional_modes_from_the_command_line(tmp_path):
                   '--config.inpaint.num_completions=2'))
   assert any(n.startswith('inpaint-') and n.endswith('.png')
              for n in os.listdir(os.path.join(workdir, 'samples')))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_last_step_and_exits_0(tmp_path):
+  """kill -TERM on a training run: exit 0, a line naming the step, and its checkpoint."""
+  workdir = str(tmp_path / 'run')
+  process = subprocess.Popen(
+      [sys.executable, 'run.py', *TINY, '--workdir', workdir, '--config.training.n_iters=100000',
+       '--config.training.snapshot_freq=100000'], cwd=ROOT,
+      env=dict(os.environ, OMP_NUM_THREADS='1'), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  for _ in range(600):                       # training has begun once a step is logged
+    if os.path.exists(metrics) or process.poll() is not None:
+      break
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  out, err = process.communicate(timeout=120)
+  assert process.returncode == 0, err[-2000:]
+  step = int(re.search(r'stopped at step (\d+) of 100000', out).group(1))
+  assert step >= 2
+  assert load_checkpoint(os.path.join(workdir, 'checkpoints', f'ckpt_{step}.pt'))['step'] == step

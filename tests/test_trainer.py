@@ -3,6 +3,7 @@ continues exactly where an uninterrupted one would be."""
 import json
 import math
 import os
+import signal
 
 import pytest
 import torch
@@ -95,6 +96,48 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, one_thread):
     assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
   assert [r['loss'] for r in read_metrics(straight)] == [r['loss'] for r in read_metrics(split)]
   assert sorted(os.listdir(os.path.join(straight, 'samples'))) == ['10.png', '20.png']
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_saves_the_step_and_resumes_exactly(tmp_path, one_thread, monkeypatch,
+                                                              signum):
+  """A scheduler's signal arriving during step 7 (between checkpoints at 0 and 10): training
+  finishes that step, checkpoints it and returns 7; resuming reaches the same step-20 weights,
+  EMA and Adam state as an uninterrupted run, bit for bit."""
+  straight, stopped = str(tmp_path / 'straight'), str(tmp_path / 'stopped')
+  train(tiny_config(20), straight, progress=False)
+  real_update = Trainer.update
+
+  def update_signalled_at_7(self, model, x, classes=None):
+    if self.step + 1 == 7:
+      os.kill(os.getpid(), signum)
+    return real_update(self, model, x, classes)
+
+  monkeypatch.setattr(Trainer, 'update', update_signalled_at_7)
+  assert train(tiny_config(20), stopped, progress=False) == 7
+  assert load_checkpoint(os.path.join(stopped, 'checkpoints', 'ckpt_7.pt'))['step'] == 7
+  assert signal.getsignal(signum) is signal.SIG_DFL   # the handler is gone once training ends
+  monkeypatch.setattr(Trainer, 'update', real_update)
+  assert train(tiny_config(20), stopped, progress=False) == 20
+  a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt'))
+  b = load_checkpoint(os.path.join(stopped, 'checkpoints', 'ckpt_20.pt'))
+  for part in ('model', 'optimizer'):
+    assert len(_tensors(a[part])) == len(_tensors(b[part])) > 0
+    for x, y in zip(_tensors(a[part]), _tensors(b[part])):
+      assert torch.equal(x, y), part
+  for key in a['ema']['shadow']:
+    assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
+
+
+def _tensors(tree):
+  """The tensors of a nested dict / list in a fixed order."""
+  if isinstance(tree, torch.Tensor):
+    return [tree]
+  if isinstance(tree, dict):
+    return [t for key in sorted(tree, key=str) for t in _tensors(tree[key])]
+  if isinstance(tree, (list, tuple)):
+    return [t for item in tree for t in _tensors(item)]
+  return []
 
 
 def test_interrupted_run_saves_its_last_step_and_resumes_exactly(tmp_path, one_thread, monkeypatch):

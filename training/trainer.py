@@ -27,6 +27,7 @@ from evaluation.score_bound import bound_bpd
 from samplers.draw import (class_labels, data_sampler, draw_samples, sample_classes,
                            score_and_variance_fns)
 from training.losses import get_loss_fn
+from training.preemption import StopRequest
 from utils import checkpoint, workdir as layout
 from utils.device import get_device
 from utils.errors import ConfigError
@@ -188,44 +189,66 @@ class Trainer:
     model = self.ddp.wrap(self.model)
     model.train()
     batches = self.batches.from_step(self.step)
-    losses, variances, started = [], [], time.time()
     bar = tqdm(total=train.n_iters, initial=self.step, desc='training', dynamic_ncols=True,
                disable=not (self.progress and self.ddp.is_main))
+    stop = StopRequest()
     try:
-      while self.step < train.n_iters:
-        torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step + 1))
-        x, labels = next(batches)
-        classes = labels.to(self.ddp.device) if config.model.class_conditional else None
-        lr, loss, variance, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)),
-                                                    classes)
-        self.step += 1   # only once the update (and its EMA) is complete
-        losses.append(loss)
-        variances.append(variance)
-        bar.update(1)
-        if self.step % train.log_freq == 0 or self.step == train.n_iters:
-          mean_loss = self.ddp.mean(sum(losses) / len(losses))
-          record = {'step': self.step, 'loss': mean_loss,
-                    'loss_variance': self.ddp.mean(sum(variances) / len(variances)),
-                    'lr': lr, 'grad_norm': grad_norm, 'seconds': round(time.time() - started, 3)}
-          if self.held_out is not None:
-            record['bound_bpd'] = self.held_out_bound()
-          self._log(record)
-          bar.set_postfix(loss=f'{mean_loss:.4g}')
-          losses, variances = [], []
-        if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
-          self._snapshot()
+      with stop:
+        self._loop(model, batches, bar, stop)
     except KeyboardInterrupt:
       # Ctrl-C loses nothing: the last completed step is checkpointed before stopping.
-      if self.ddp.is_main and self.saved_step != self.step:
-        checkpoint.save_checkpoint(self.workdir, self.step, self.state(),
-                                   train.keep_checkpoints)
+      if self._save_last_step():
         tqdm.write(f"interrupted: saved step {self.step} in {self.workdir}/checkpoints")
       raise
     bar.close()
+    if stop.signal is not None and self.ddp.is_main:
+      tqdm.write(f"{stop.name}: stopped after step {self.step}, saved in "
+                 f"{layout.checkpoint_dir(self.workdir)}; the same command resumes")
     if self.writer is not None:
       self.writer.close()
     self.ddp.close()
     return self.step
+
+  def _save_last_step(self):
+    """Checkpoint the last completed step unless it is on disk already; True if saved."""
+    if self.ddp.is_main and self.saved_step != self.step:
+      checkpoint.save_checkpoint(self.workdir, self.step, self.state(),
+                                 self.config.training.keep_checkpoints)
+      self.saved_step = self.step
+      return True
+    return False
+
+  def _loop(self, model, batches, bar, stop):
+    """Steps until training.n_iters, or until a stop request (checked at every step boundary,
+    by all processes together, so they stop after the same step)."""
+    config, train = self.config, self.config.training
+    losses, variances, started = [], [], time.time()
+    while self.step < train.n_iters:
+      torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step + 1))
+      x, labels = next(batches)
+      classes = labels.to(self.ddp.device) if config.model.class_conditional else None
+      lr, loss, variance, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)),
+                                                  classes)
+      self.step += 1   # only once the update (and its EMA) is complete
+      losses.append(loss)
+      variances.append(variance)
+      bar.update(1)
+      if self.step % train.log_freq == 0 or self.step == train.n_iters:
+        mean_loss = self.ddp.mean(sum(losses) / len(losses))
+        record = {'step': self.step, 'loss': mean_loss,
+                  'loss_variance': self.ddp.mean(sum(variances) / len(variances)),
+                  'lr': lr, 'grad_norm': grad_norm, 'seconds': round(time.time() - started, 3)}
+        if self.held_out is not None:
+          record['bound_bpd'] = self.held_out_bound()
+        self._log(record)
+        bar.set_postfix(loss=f'{mean_loss:.4g}')
+        losses, variances = [], []
+      if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
+        self._snapshot()
+      if self.ddp.mean(float(stop.signal is not None)) > 0:
+        self._save_last_step()
+        self.ddp.barrier()
+        return
 
   def update(self, model, x, classes=None):
     """Step self.step + 1: Adam at the warm-up learning rate, gradient clipping, EMA update.
