@@ -46,6 +46,9 @@ def get_default_config():
   training.snapshot_sampling = True
   training.snapshot_samples = 64      # samples drawn for each snapshot picture
   training.keep_checkpoints = 3
+  training.skip_nonfinite = False     # a nan / inf loss: False stops the run with one line (the
+                                      # checkpoints stay the last good ones); True skips the
+                                      # step, counted as skipped_steps in metrics.jsonl
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.method = 'pc'              # 'pc' | 'ode' | 'sde' | 'ancestral' (the paper's), or a fast

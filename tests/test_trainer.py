@@ -129,6 +129,67 @@ def test_preemption_signal_saves_the_step_and_resumes_exactly(tmp_path, one_thre
     assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
 
 
+def nan_at(monkeypatch, steps):
+  """Make the loss nan at the given steps (1-based) of the next run."""
+  import training.trainer as trainer_module
+  real = trainer_module.get_loss_fn
+  calls = []
+
+  def get_loss_fn(config, sde):
+    loss_fn = real(config, sde)
+
+    def loss(*args, **kwargs):
+      calls.append(1)
+      value = loss_fn(*args, **kwargs)
+      return value * float('nan') if len(calls) in steps else value
+
+    return loss
+
+  monkeypatch.setattr(trainer_module, 'get_loss_fn', get_loss_fn)
+
+
+def test_nonfinite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    tmp_path, one_thread, monkeypatch):
+  """A nan loss at step 14 stops the run naming the step; the newest checkpoint is still step
+  10's, equal to an unaffected run's."""
+  straight, broken = str(tmp_path / 'straight'), str(tmp_path / 'broken')
+  train(tiny_config(10), straight, progress=False)
+  nan_at(monkeypatch, {14})
+  with pytest.raises(ConfigError, match='loss of step 14 is nan.*newest checkpoint is step 10'):
+    train(tiny_config(20), broken, progress=False)
+  assert sorted(os.listdir(os.path.join(broken, 'checkpoints'))) == ['ckpt_10.pt', 'latest']
+  a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_10.pt'))
+  b = load_checkpoint(os.path.join(broken, 'checkpoints', 'ckpt_10.pt'))
+  for key in a['model']:
+    assert torch.equal(a['model'][key], b['model'][key]), key
+
+
+def test_skip_nonfinite_skips_the_step_and_counts_it(tmp_path, one_thread, monkeypatch):
+  """With training.skip_nonfinite, nan losses at steps 3 and 14 leave no trace: the weights,
+  Adam's state and the EMA after step 3 equal those after step 2 (and step 4 moves on), all
+  stay finite, and the skips are counted in metrics and the checkpoint."""
+  workdir = str(tmp_path / 'run')
+  nan_at(monkeypatch, {3, 14})
+  config = tiny_config(20)
+  config.training.skip_nonfinite = True
+  config.training.log_freq = config.training.snapshot_freq = 1
+  config.training.keep_checkpoints, config.training.snapshot_sampling = 30, False
+  assert train(config, workdir, progress=False) == 20
+  at = lambda step: load_checkpoint(os.path.join(workdir, 'checkpoints', f'ckpt_{step}.pt'))
+  for part in ('model', 'optimizer'):
+    assert all(torch.equal(x, y) for x, y in zip(_tensors(at(2)[part]), _tensors(at(3)[part])))
+    assert not all(torch.equal(x, y) for x, y in zip(_tensors(at(3)[part]),
+                                                     _tensors(at(4)[part])))
+  assert all(torch.equal(at(2)['ema']['shadow'][k], at(3)['ema']['shadow'][k])
+             for k in at(2)['ema']['shadow'])
+  records = read_metrics(workdir)
+  assert [r['skipped_steps'] for r in records if r['step'] in (2, 3, 13, 14, 20)] == [0, 1, 1, 2, 2]
+  assert all(math.isfinite(r['loss']) for r in records if r['step'] not in (3, 14))
+  final = load_checkpoint(os.path.join(workdir, 'checkpoints', 'ckpt_20.pt'))
+  assert final['skipped_steps'] == 2
+  assert all(torch.isfinite(v).all() for v in final['model'].values())
+
+
 def _tensors(tree):
   """The tensors of a nested dict / list in a fixed order."""
   if isinstance(tree, torch.Tensor):

@@ -7,6 +7,7 @@ so a run resumed from a checkpoint continues exactly as if it had never stopped.
 """
 import contextlib
 import json
+import math
 import os
 import time
 
@@ -42,6 +43,16 @@ def step_seed(seed, rank, step):
 def learning_rate(optim, step):
   """lr * min(1, step / warmup): linear warm-up over the first `warmup` steps (Song et al. 2021)."""
   return optim.lr * min(1.0, step / optim.warmup) if optim.warmup > 0 else optim.lr
+
+
+class NonFiniteLoss(ConfigError):
+  """A step's loss was nan or inf (and training.skip_nonfinite is off)."""
+
+
+def _finite_mean(values):
+  """The mean of the finite values (skipped steps log nan), nan if there are none."""
+  finite = [v for v in values if math.isfinite(v)]
+  return sum(finite) / len(finite) if finite else float('nan')
 
 
 class Distributed:
@@ -146,6 +157,7 @@ class Trainer:
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, 0.999),
                                       eps=o.eps, weight_decay=o.weight_decay)
     self.step = 0
+    self.skipped_steps = 0           # steps whose loss was not finite (training.skip_nonfinite)
     self.resumed_from = self._restore()
     self.saved_step = self.step      # the step of the newest checkpoint on disk
     self.writer = None
@@ -166,11 +178,13 @@ class Trainer:
     if hasattr(self.loss_fn, 'load_state_dict'):   # a loss with state (L_vlb's step history)
       self.loss_fn.load_state_dict(state.get('loss', {}))
     self.step = int(state['step'])
+    self.skipped_steps = int(state.get('skipped_steps', 0))
     return path
 
   def state(self):
     state = {'model': self.model.state_dict(), 'ema': self.ema.state_dict(),
-             'optimizer': self.optimizer.state_dict(), 'step': self.step}
+             'optimizer': self.optimizer.state_dict(), 'step': self.step,
+             'skipped_steps': self.skipped_steps}
     if hasattr(self.loss_fn, 'state_dict'):
       state['loss'] = self.loss_fn.state_dict()
     return state
@@ -234,10 +248,11 @@ class Trainer:
       variances.append(variance)
       bar.update(1)
       if self.step % train.log_freq == 0 or self.step == train.n_iters:
-        mean_loss = self.ddp.mean(sum(losses) / len(losses))
+        mean_loss = self.ddp.mean(_finite_mean(losses))
         record = {'step': self.step, 'loss': mean_loss,
-                  'loss_variance': self.ddp.mean(sum(variances) / len(variances)),
-                  'lr': lr, 'grad_norm': grad_norm, 'seconds': round(time.time() - started, 3)}
+                  'loss_variance': self.ddp.mean(_finite_mean(variances)),
+                  'lr': lr, 'grad_norm': grad_norm, 'seconds': round(time.time() - started, 3),
+                  'skipped_steps': self.skipped_steps}
         if self.held_out is not None:
           record['bound_bpd'] = self.held_out_bound()
         self._log(record)
@@ -260,6 +275,8 @@ class Trainer:
     per_sample = self.loss_fn(model, x, classes=classes)
     loss = per_sample.mean()
     self.optimizer.zero_grad(set_to_none=True)
+    if self.ddp.mean(float(not torch.isfinite(loss))) > 0:   # before backward: all ranks agree
+      return self._nonfinite(lr, loss)
     loss.backward()
     clip = self.config.optim.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float('inf'))
@@ -267,12 +284,24 @@ class Trainer:
     self.ema.update(self.model)
     return lr, loss.item(), (per_sample.detach().var().item() if len(per_sample) > 1 else 0.0), grad_norm.item()
 
+  def _nonfinite(self, lr, loss):
+    """A step whose loss is not finite: skipped (no update, weights and EMA unchanged, counted
+    in metrics as skipped_steps) with training.skip_nonfinite, else the run stops with one line;
+    the weights never saw it, so the checkpoints on disk stay the last good ones."""
+    if not self.config.training.skip_nonfinite:
+      raise NonFiniteLoss(
+          f"the loss of step {self.step + 1} is {loss.item()}; nothing of that step was applied "
+          f"and the newest checkpoint is step {self.saved_step}. Lower optim.lr or set "
+          f"optim.grad_clip, or set training.skip_nonfinite=True to skip such steps")
+    self.skipped_steps += 1
+    return lr, float('nan'), float('nan'), float('nan')
+
   def _log(self, record):
     if not self.ddp.is_main:
       return
     with open(layout.metrics_path(self.workdir), 'a') as f:
       f.write(json.dumps(record) + '\n')
-    for key in ('loss', 'loss_variance', 'lr', 'grad_norm', 'bound_bpd'):
+    for key in ('loss', 'loss_variance', 'lr', 'grad_norm', 'bound_bpd', 'skipped_steps'):
       if key in record:
         self.writer.add_scalar(f'train/{key}', record[key], record['step'])
 
