@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from configs.resolve import DEFAULT_CONFIG, config_argv_or_exit, config_name
 from configs.run_config import inference_config
+from configs.validate import validate
 from evaluation import evaluate
 from evaluation.shards import save_samples, to_storage
 from models import restore_for_inference
@@ -90,6 +91,7 @@ def main(argv):
   del argv
   try:
     config, workdir = config_and_workdir(FLAGS.mode)
+    validate(config)
     if FLAGS.mode == 'train':
       step = train(config, workdir, allow_model_override=FLAGS.allow_model_override)
       n = config.training.n_iters

@@ -110,11 +110,12 @@ def impute(sampler, score_fn, sde, observation, shape, generator=None, progress=
 
 
 def check_resampling(steps, jump_length, resample):
-  """ConfigError unless 1 <= jump_length <= steps and resample >= 1."""
+  """ConfigError unless resample >= 1 and, when resampling (resample > 1),
+  1 <= jump_length <= steps."""
   if resample < 1:
     raise ConfigError(f"resample is the number of times RePaint walks each segment, at least 1 "
                       f"(1: no resampling); got {resample}")
-  if not 1 <= jump_length <= steps:
+  if resample > 1 and not 1 <= jump_length <= steps:
     raise ConfigError(f"jump_length is RePaint's jump of 1 to sampling.steps={steps} steps; "
                       f"got {jump_length}")
 

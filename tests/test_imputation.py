@@ -228,7 +228,7 @@ def test_schedule_walks_each_segment_resample_times(steps, jump_length, resample
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(resample=0), 'resample'), (dict(jump_length=0), 'jump_length'),
+    (dict(resample=0), 'resample'), (dict(resample=2, jump_length=0), 'jump_length'),
     (dict(resample=2, jump_length=STEPS + 1), 'jump_length')])
 def test_bad_resampling_settings_raise_config_error(kwargs, match):
   with pytest.raises(ConfigError, match=match):

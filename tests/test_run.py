@@ -142,6 +142,13 @@ def error_line(result):
   return lines[0]
 
 
+def test_a_value_out_of_range_is_one_line_before_anything_is_written(tmp_path):
+  workdir = str(tmp_path / 'run')
+  line = error_line(run(*TINY, '--workdir', workdir, '--config.training.batch_size=0'))
+  assert 'config.training.batch_size must be positive, got 0' in line
+  assert not os.path.exists(workdir)
+
+
 @pytest.mark.slow
 def test_sample_and_eval_start_from_the_runs_config(tmp_path):
   """A toy2d run trained with a non-default width (hidden 48, one block) is sampled and

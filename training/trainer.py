@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import sde_lib
 from configs.run_config import resume_changes, write_run_config
+from configs.validate import validate
 from data import DatasetUnavailable, get_data_scaler, get_dataset, get_eval_dataset
 from models import ExponentialMovingAverage, get_model
 from evaluation.score_bound import bound_bpd
@@ -126,6 +127,7 @@ class Trainer:
   """
 
   def __init__(self, config, workdir, progress=True, allow_model_override=False):
+    validate(config)
     self.config, self.workdir, self.progress = config, workdir, progress
     self.changes = resume_changes(config, workdir, allow_model_override)
     self.ddp = Distributed(config.device)

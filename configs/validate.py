@@ -1,0 +1,46 @@
+"""validate(config): the ranges a config's numbers must lie in, checked before any data is
+loaded or any file written; the first violation is one ConfigError naming the field."""
+from utils.errors import ConfigError
+
+# field -> (test, what the value must be)
+RANGES = {
+    'training.n_iters': (lambda v: v > 0, 'a positive number of steps'),
+    'training.batch_size': (lambda v: v > 0, 'positive'),
+    'training.log_freq': (lambda v: v > 0, 'positive'),
+    'training.snapshot_freq': (lambda v: v > 0, 'positive'),
+    'training.eps': (lambda v: 0 < v < 1, 'in (0, 1)'),
+    'sampling.steps': (lambda v: v > 0, 'a positive number of steps'),
+    'sampling.eps': (lambda v: 0 < v < 1, 'in (0, 1)'),
+    'sampling.snr': (lambda v: v >= 0, '>= 0'),
+    'sampling.n_steps_each': (lambda v: v >= 0, '>= 0'),
+    'sampling.guidance_scale': (lambda v: 0 <= v < float('inf'), 'a finite number >= 0'),
+    'sampling.classifier_scale': (lambda v: 0 <= v < float('inf'), 'a finite number >= 0'),
+    'sampling.batch_size': (lambda v: v > 0, 'positive'),
+    'sampling.num_samples': (lambda v: v > 0, 'positive'),
+    'eval.batch_size': (lambda v: v > 0, 'positive'),
+    'optim.lr': (lambda v: v > 0, 'positive'),
+    'model.label_dropout': (lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
+    'sde.beta_min': (lambda v: v >= 0, '>= 0'),
+    'sde.sigma_min': (lambda v: v > 0, 'positive'),
+    'sde.num_scales': (lambda v: v > 0, 'positive'),
+    'data.image_size': (lambda v: v > 0, 'positive'),
+}
+# (smaller, larger): the first must be below the second
+ORDERED = (('sde.beta_min', 'sde.beta_max'), ('sde.sigma_min', 'sde.sigma_max'))
+
+
+def _get(config, field):
+  section, name = field.split('.')
+  return config[section][name]
+
+
+def validate(config):
+  """Raise ConfigError for the first value out of its range (RANGES, ORDERED)."""
+  for field, (test, expected) in RANGES.items():
+    value = _get(config, field)
+    if not test(value):   # nan fails every test
+      raise ConfigError(f"config.{field} must be {expected}, got {value!r}")
+  for smaller, larger in ORDERED:
+    a, b = _get(config, smaller), _get(config, larger)
+    if not a < b:
+      raise ConfigError(f"config.{smaller} ({a!r}) must be below config.{larger} ({b!r})")
