@@ -129,6 +129,34 @@ def test_preemption_signal_saves_the_step_and_resumes_exactly(tmp_path, one_thre
     assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
 
 
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, one_thread, capsys):
+  """ckpt_20 cut to half its bytes (a crash mid-copy): resuming says so, starts from ckpt_10 and
+  reaches the uninterrupted run's step-30 weights bit for bit; with every checkpoint unreadable
+  the run stops with one error naming them."""
+  straight, damaged = str(tmp_path / 'straight'), str(tmp_path / 'damaged')
+  train(tiny_config(30), straight, progress=False)
+  train(tiny_config(20), damaged, progress=False)
+  newest = os.path.join(damaged, 'checkpoints', 'ckpt_20.pt')
+  with open(newest, 'rb') as f:
+    data = f.read()
+  with open(newest, 'wb') as f:
+    f.write(data[:len(data) // 2])
+  capsys.readouterr()
+  assert train(tiny_config(30), damaged, progress=False) == 30
+  out = capsys.readouterr()
+  assert 'ckpt_20.pt is unreadable, skipped' in out.out + out.err
+  a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_30.pt'))
+  b = load_checkpoint(os.path.join(damaged, 'checkpoints', 'ckpt_30.pt'))
+  for key in a['model']:
+    assert torch.equal(a['model'][key], b['model'][key]), key
+  for name in os.listdir(os.path.join(damaged, 'checkpoints')):
+    if name.endswith('.pt'):
+      with open(os.path.join(damaged, 'checkpoints', name), 'wb') as f:
+        f.write(b'not a checkpoint')
+  with pytest.raises(ConfigError, match='no readable checkpoint'):
+    train(tiny_config(40), damaged, progress=False)
+
+
 def nan_at(monkeypatch, steps):
   """Make the loss nan at the given steps (1-based) of the next run."""
   import training.trainer as trainer_module

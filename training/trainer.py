@@ -165,11 +165,13 @@ class Trainer:
     self.writer = None
 
   def _restore(self):
-    """Load the workdir's latest checkpoint, if any; returns its path or None."""
-    path = checkpoint.latest_checkpoint(self.workdir)
+    """Load the workdir's newest readable checkpoint, if any (an unreadable newer one, e.g.
+    truncated by a crash, is skipped with a note); returns its path or None."""
+    path, state, notes = checkpoint.load_newest_readable(self.workdir, self.ddp.device)
+    for note in notes:
+      tqdm.write(f"note: {note}")
     if path is None:
       return None
-    state = checkpoint.load_checkpoint(path, self.ddp.device)
     checkpoint.load_state_strict(self.model, state['model'])
     try:
       self.ema.load_state_dict(state['ema'])

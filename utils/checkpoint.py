@@ -85,9 +85,28 @@ def load_checkpoint(path, device='cpu'):
     return torch.load(path, map_location=device, weights_only=True)
   except FileNotFoundError:
     raise CheckpointError(f"no checkpoint file {path}") from None
-  except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+  except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:   # OSError: truncated
     raise CheckpointError(f"cannot load {path} as a weights-only checkpoint: "
                           f"{str(e).splitlines()[0]}") from None
+
+
+def load_newest_readable(workdir, device='cpu'):
+  """(path, state, notes) of the newest checkpoint of the workdir that loads (load_checkpoint),
+  going back past unreadable ones (a truncated or corrupted file, a pickle that is not weights
+  only), each named in `notes`; (None, None, []) when the workdir has none. CheckpointError
+  when it has checkpoints and none of them loads."""
+  latest = latest_checkpoint(workdir)
+  newest_first = [latest] + [p for _, p in reversed(list_checkpoints(workdir)) if p != latest]
+  notes = []
+  for path in newest_first if latest is not None else []:
+    try:
+      return path, load_checkpoint(path, device), notes
+    except CheckpointError as e:
+      notes.append(f"{os.path.basename(path)} is unreadable, skipped ({e})")
+  if notes:
+    raise CheckpointError(f"no readable checkpoint in {checkpoint_dir(workdir)}: "
+                          + '; '.join(notes))
+  return None, None, notes
 
 
 def check_state(module, state_dict, what='model'):
