@@ -46,6 +46,8 @@ def get_default_config():
   training.snapshot_sampling = True
   training.snapshot_samples = 64      # samples drawn for each snapshot picture
   training.keep_checkpoints = 3
+  training.checkpoint_every_minutes = 0.0   # also checkpoint when this much wall-clock time has
+                                      # passed since the last one (0: off); bounds what SIGKILL loses
   training.skip_nonfinite = False     # a nan / inf loss: False stops the run with one line (the
                                       # checkpoints stay the last good ones); True skips the
                                       # step, counted as skipped_steps in metrics.jsonl

@@ -13,7 +13,7 @@ from configs.vp_toy2d import get_config as toy2d_config
 from data import get_dataset
 from gmm_oracle import ring_mixture, sliced_wasserstein
 from models import restore_for_inference
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import list_checkpoints, load_checkpoint
 from samplers.draw import data_sampler, draw_samples
 from training.trainer import Trainer, learning_rate, train
 from utils.errors import ConfigError
@@ -155,6 +155,26 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, one_thr
         f.write(b'not a checkpoint')
   with pytest.raises(ConfigError, match='no readable checkpoint'):
     train(tiny_config(40), damaged, progress=False)
+
+
+def test_wall_clock_checkpoints(tmp_path, one_thread, monkeypatch):
+  """checkpoint_every_minutes: with a clock that moves 30 s per reading and a 1-minute
+  interval, a checkpoint lands every few steps between the snapshots at 10 and 20; off (0),
+  only the snapshots."""
+  import training.trainer as trainer_module
+  clock = iter(range(0, 10 ** 6, 30))
+  monkeypatch.setattr(trainer_module.time, 'monotonic', lambda: next(clock))
+  steps = {}
+  for minutes in (0.0, 1.0):
+    config = tiny_config(20)
+    config.training.update(checkpoint_every_minutes=minutes, keep_checkpoints=100,
+                           snapshot_sampling=False)
+    workdir = str(tmp_path / str(minutes))
+    train(config, workdir, progress=False)
+    steps[minutes] = [s for s, _ in list_checkpoints(workdir)]
+  assert steps[0.0] == [10, 20]
+  assert {10, 20} < set(steps[1.0]) and len(steps[1.0]) >= 6
+  assert all(b - a <= 3 for a, b in zip([0] + steps[1.0], steps[1.0]))
 
 
 def nan_at(monkeypatch, steps):

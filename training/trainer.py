@@ -162,6 +162,7 @@ class Trainer:
     self.skipped_steps = 0           # steps whose loss was not finite (training.skip_nonfinite)
     self.resumed_from = self._restore()
     self.saved_step = self.step      # the step of the newest checkpoint on disk
+    self.saved_at = time.monotonic()  # ... and when it was written (or this run started)
     self.writer = None
 
   def _restore(self):
@@ -233,8 +234,18 @@ class Trainer:
       checkpoint.save_checkpoint(self.workdir, self.step, self.state(),
                                  self.config.training.keep_checkpoints)
       self.saved_step = self.step
+      self.saved_at = time.monotonic()
       return True
     return False
+
+  def _checkpoint_due(self):
+    """training.checkpoint_every_minutes (0: off) have passed since the last checkpoint: rank 0's
+    clock decides, and the others learn it from the same all-reduce (only it contributes)."""
+    minutes = self.config.training.checkpoint_every_minutes
+    if minutes <= 0:
+      return False
+    due = self.ddp.is_main and time.monotonic() - self.saved_at >= 60 * minutes
+    return self.ddp.mean(float(due)) > 0
 
   def _loop(self, model, batches, bar, stop):
     """Steps until training.n_iters, or until a stop request (checked at every step boundary,
@@ -264,6 +275,9 @@ class Trainer:
         losses, variances = [], []
       if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
         self._snapshot()
+      elif self._checkpoint_due():
+        self._save_last_step()
+        self.ddp.barrier()
       if self.ddp.mean(float(stop.signal is not None)) > 0:
         self._save_last_step()
         self.ddp.barrier()
@@ -336,8 +350,7 @@ class Trainer:
   def _snapshot(self):
     """Checkpoint, then a picture of EMA samples at <workdir>/samples/<step>.png (rank 0 only)."""
     if self.ddp.is_main:
-      checkpoint.save_checkpoint(self.workdir, self.step, self.state(), self.config.training.keep_checkpoints)
-      self.saved_step = self.step
+      self._save_last_step()
       if self.config.training.snapshot_sampling:
         self._save_samples()
     self.ddp.barrier()
