@@ -11,7 +11,7 @@ from utils.errors import ConfigError
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(CONFIG_DIR, 'default.py')   # what --config is when not given
-_NOT_CONFIGS = {'__init__.py', 'default.py', 'resolve.py', 'run_config.py'}
+_NOT_CONFIGS = {'__init__.py', 'default.py', 'resolve.py', 'run_config.py', 'validate.py'}
 
 
 class UnknownConfig(ConfigError):

@@ -1,21 +1,15 @@
 """configs/validate.py: every named config passes; each value out of range is refused with the
 field named, and run.py says so in one line before writing anything."""
-import glob
 import importlib
-import os
 
 import pytest
 
+from configs.resolve import available_configs
 from configs.vp_digits import get_config as digits_config
 from configs.validate import validate
 from utils.errors import ConfigError
 
-NAMED = sorted(os.path.basename(p)[:-3] for p in glob.glob(
-    os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', '*.py'))
-    if os.path.basename(p)[:-3] not in ('__init__', 'default', 'resolve', 'run_config', 'validate'))
-
-
-@pytest.mark.parametrize('name', NAMED)
+@pytest.mark.parametrize('name', available_configs())
 def test_named_configs_are_valid(name):
   validate(importlib.import_module(f'configs.{name}').get_config())
 
