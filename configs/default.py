@@ -23,7 +23,14 @@ def get_default_config():
   sde.num_scales = 1000               # N: discretization steps of the training chain
 
   config.training = training = ml_collections.ConfigDict()
-  training.batch_size = 128
+  training.batch_size = 128           # the global batch: over all processes and micro-batches
+  training.grad_accum = 1             # micro-batches per step and process (gradient accumulation)
+  training.num_workers = -1           # DataLoader workers per process; -1: 0 on the CPU, 4 on CUDA
+  training.precision = 'fp32'         # 'fp32' | 'bf16' | 'fp16' (CUDA; with a gradient scaler):
+                                      # autocast of the forward pass and the loss
+  training.compile = False            # torch.compile the network for training
+  training.channels_last = False      # channels-last memory format for the network and batches
+  training.tf32 = False               # CUDA: TF32 matmuls and convolutions
   training.n_iters = 1_300_001
   training.loss = 'dsm'               # 'dsm' (continuous or discrete t) | 'ddpm' (L_simple;
                                       # L_hybrid with model.learn_variance) | 'vlb' (L_vlb alone,

@@ -6,6 +6,8 @@ from utils.errors import ConfigError
 RANGES = {
     'training.n_iters': (lambda v: v > 0, 'a positive number of steps'),
     'training.batch_size': (lambda v: v > 0, 'positive'),
+    'training.grad_accum': (lambda v: v > 0, 'a positive number of micro-batches'),
+    'training.num_workers': (lambda v: v >= -1, '>= 0, or -1 (auto)'),
     'training.log_freq': (lambda v: v > 0, 'positive'),
     'training.snapshot_freq': (lambda v: v > 0, 'positive'),
     'training.eps': (lambda v: 0 < v < 1, 'in (0, 1)'),

@@ -309,9 +309,9 @@ def test_trainer_passes_each_batchs_labels_to_the_loss(tmp_path, one_thread, mon
   def recording(config, sde):
     loss_fn = real(config, sde)
 
-    def recorded(model, x, generator=None, classes=None):
+    def recorded(model, x, generator=None, classes=None, rows=None):
       seen.append((x, classes))
-      return loss_fn(model, x, generator, classes)
+      return loss_fn(model, x, generator, classes, rows)
 
     return recorded
 

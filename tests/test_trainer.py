@@ -108,10 +108,10 @@ def test_preemption_signal_saves_the_step_and_resumes_exactly(tmp_path, one_thre
   train(tiny_config(20), straight, progress=False)
   real_update = Trainer.update
 
-  def update_signalled_at_7(self, model, x, classes=None):
+  def update_signalled_at_7(self, model, batch):
     if self.step + 1 == 7:
       os.kill(os.getpid(), signum)
-    return real_update(self, model, x, classes)
+    return real_update(self, model, batch)
 
   monkeypatch.setattr(Trainer, 'update', update_signalled_at_7)
   assert train(tiny_config(20), stopped, progress=False) == 7
@@ -256,10 +256,10 @@ def test_interrupted_run_saves_its_last_step_and_resumes_exactly(tmp_path, one_t
   train(tiny_config(20), straight, progress=False)
   real_update = Trainer.update
 
-  def update_until_14(self, model, x, classes=None):
+  def update_until_14(self, model, batch):
     if self.step + 1 == 14:
       raise KeyboardInterrupt
-    return real_update(self, model, x, classes)
+    return real_update(self, model, batch)
 
   monkeypatch.setattr(Trainer, 'update', update_until_14)
   with pytest.raises(KeyboardInterrupt):

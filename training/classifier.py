@@ -7,7 +7,6 @@ checkpoint layout, and its test accuracy at each of config.classifier.eval_times
 <workdir>/classifier/accuracy.json.
 """
 import json
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 from data import get_data_scaler, get_dataset, get_eval_dataset
 from models.registry import get_classifier
 from sde_lib import batch_broadcast, get_sde
-from training.trainer import EpochBatches
+from training.batches import StepBatches, step_loader
 from utils.atomic import atomic_write
 from utils.checkpoint import (latest_checkpoint, load_checkpoint, load_state_strict,
                               save_checkpoint)
@@ -63,14 +62,13 @@ def train_classifier(config, workdir, progress=True):
     load_state_strict(classifier, state['model'], 'classifier')
     optimizer.load_state_dict(state['optimizer'])
     step = state['step']
-  single = SimpleNamespace(world_size=1, rank=0)
-  batches = EpochBatches(get_dataset(config, 'train'), c.batch_size, single, config.seed)
-  batches = batches.from_step(step)
+  batches = iter(step_loader(StepBatches(get_dataset(config, 'train'), c.batch_size, 1, 0,
+                                         config.seed), step, c.n_iters))
   generator = torch.Generator(device).manual_seed(config.seed + step)
   bar = tqdm(range(step, c.n_iters), desc='classifier', disable=not progress, leave=False)
   classifier.train()
   for step in bar:
-    x, y = next(batches)
+    x, y, _ = next(batches)
     x0 = scaler(x.to(device))
     t = config.training.eps + (sde.T - config.training.eps) * torch.rand(
         len(x0), device=device, generator=generator)

@@ -17,6 +17,7 @@ null label with probability model.label_dropout (Ho & Salimans 2021, Algorithm 1
 the conditional and the unconditional score at once.
 """
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -30,6 +31,24 @@ from utils.errors import ConfigError
 
 HISTORY = 10            # L_vlb importance sampling: the last losses kept per step (N & D 2021)
 UNIFORM_SHARE = 0.001   # ... and the probability mass spread uniformly over all steps
+
+
+class BatchRows(NamedTuple):
+  """A part of a step's global batch: the positions of its samples in it, and its size."""
+  index: torch.Tensor   # long, [n]
+  total: int
+
+
+def drawn(rows, n, draw):
+  """draw(m) (a tensor, or a tuple of tensors, with m rows) for the n samples of a batch: with
+  `rows`, drawn for the whole global batch and cut to its rows, so that a sample's randomness
+  depends on its position in the global batch alone, not on how the batch is split over
+  processes and micro-batches; without, draw(n)."""
+  if rows is None:
+    return draw(n)
+  whole = draw(rows.total)
+  cut = lambda a: a[rows.index.to(a.device)]
+  return tuple(map(cut, whole)) if isinstance(whole, tuple) else cut(whole)
 
 
 def continuous_times(sde, n, eps, device, generator=None):
@@ -72,13 +91,13 @@ def dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean):
   return weight * per_sample
 
 
-def drop_labels(classes, p, null, generator=None):
-  """classes with each entry replaced by the `null` label with probability p."""
-  drop = torch.rand(classes.shape, device=classes.device, generator=generator) < p
-  return classes.masked_fill(drop, null)
+def drop_labels(classes, p, null, generator=None, rows=None):
+  """classes ([n]) with each entry replaced by the `null` label with probability p."""
+  u = drawn(rows, len(classes), lambda m: torch.rand(m, device=classes.device, generator=generator))
+  return classes.masked_fill(u < p, null)
 
 
-def training_classes(config, classes, x0, generator=None):
+def training_classes(config, classes, x0, generator=None, rows=None):
   """The classes a class-conditional model is trained on: the batch's, through drop_labels with
   model.label_dropout and the null label data.num_classes. None for an unconditional model,
   which ignores `classes` (and draws nothing, so its random stream is as before)."""
@@ -88,7 +107,7 @@ def training_classes(config, classes, x0, generator=None):
     raise ValueError("a class-conditional model (model.class_conditional) is trained on the "
                      "batch's classes: pass them to the loss")
   return drop_labels(classes.to(x0.device), config.model.label_dropout, config.data.num_classes,
-                     generator)
+                     generator, rows)
 
 
 def _time_sampler(config):
@@ -105,11 +124,12 @@ def _time_sampler(config):
 
 
 def get_loss_fn(config, sde):
-  """loss_fn(model, x0, generator=None, classes=None) -> the configured DSM loss of each sample
-  ([batch]; the training loss is their mean, their variance that of the estimate).
+  """loss_fn(model, x0, generator=None, classes=None, rows=None) -> the configured DSM loss of
+  each sample ([batch]; the training loss is their mean, their variance that of the estimate).
 
   x0 is a batch in model space (already scaled); classes its labels ([batch] longs), used by a
-  class-conditional model only (training_classes).
+  class-conditional model only (training_classes); rows (BatchRows) the part of a global batch
+  it is, whose randomness is drawn for the whole batch (see `drawn`).
   """
   times, continuous = _time_sampler(config)
   train = config.training
@@ -125,11 +145,12 @@ def get_loss_fn(config, sde):
   if train.importance_sampling:
     times, importance_weight = likelihood_times(sde, train.eps)
 
-  def loss_fn(model, x0, generator=None, classes=None):
+  def loss_fn(model, x0, generator=None, classes=None, rows=None):
     score_fn = get_score_fn(sde, model, continuous, config.model.parameterization)
-    t, mean_coeff, std = times(sde, x0.shape[0], train.eps, x0.device, generator)
-    z = torch.randn(x0.shape, device=x0.device, generator=generator)
-    classes = training_classes(config, classes, x0, generator)
+    n, shape = x0.shape[0], x0.shape[1:]
+    t, mean_coeff, std = drawn(rows, n, lambda m: times(sde, m, train.eps, x0.device, generator))
+    z = drawn(rows, n, lambda m: torch.randn((m, *shape), device=x0.device, generator=generator))
+    classes = training_classes(config, classes, x0, generator, rows)
     if train.importance_sampling:
       weight = torch.full_like(std, importance_weight)
     elif train.likelihood_weighting:
@@ -203,15 +224,16 @@ class ChainBoundLoss:
     if self.importance is not None and state:
       self.importance.load_state_dict(state)
 
-  def __call__(self, model, x0, generator=None, classes=None):
-    sde, n = self.sde, x0.shape[0]
+  def __call__(self, model, x0, generator=None, classes=None, rows=None):
+    sde, n, shape = self.sde, x0.shape[0], x0.shape[1:]
     probs = (self.importance.probabilities() if self.importance is not None
              else torch.full((sde.N,), 1.0 / sde.N, dtype=torch.float64))
     cpu_generator = generator if generator is not None and generator.device.type == 'cpu' else None
-    index = torch.multinomial(probs, n, replacement=True, generator=cpu_generator).to(x0.device)
+    index = drawn(rows, n, lambda m: torch.multinomial(probs, m, replacement=True,
+                                                       generator=cpu_generator)).to(x0.device)
     mean_coeff, std = (c.to(x0.dtype) for c in sde.chain_coeffs(index))
-    z = torch.randn(x0.shape, device=x0.device, generator=generator)
-    classes = training_classes(self.config, classes, x0, generator)
+    z = drawn(rows, n, lambda m: torch.randn((m, *shape), device=x0.device, generator=generator))
+    classes = training_classes(self.config, classes, x0, generator, rows)
     x_t = batch_broadcast(mean_coeff, x0) * x0 + batch_broadcast(std, x0) * z
     output, _ = get_model_fn(sde, model, continuous=False)(x_t, sde.chain_time(index).to(x0.dtype),
                                                            classes)

@@ -1,9 +1,12 @@
 """The training loop: Adam with linear warm-up and gradient clipping, EMA, checkpoints,
-snapshot samples, TensorBoard, metrics.jsonl; one process or torch.distributed (torchrun).
+snapshot samples, TensorBoard, metrics.jsonl; one process or torch.distributed (torchrun),
+with gradient accumulation, mixed precision, torch.compile and channels-last on request.
 
 Reproducible: model init is seeded by config.seed, the data order by (seed, epoch) through
-DistributedSampler, and every step's randomness (t, noise, flips, dropout) by (seed, rank, step),
-so a run resumed from a checkpoint continues exactly as if it had never stopped.
+DistributedSampler, a sample's randomness (flip, dequantization, t, noise) by (seed, step, its
+position in the global batch) and the rest (dropout) by (seed, step, rank) (training/batches.py),
+so a run resumed from a checkpoint continues exactly as if it had never stopped, and the same
+global batch split over more processes or micro-batches computes the same step.
 """
 import contextlib
 import json
@@ -11,11 +14,9 @@ import math
 import os
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler, default_collate
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
@@ -28,7 +29,8 @@ from models import ExponentialMovingAverage, get_model
 from evaluation.score_bound import bound_bpd
 from samplers.draw import (class_labels, data_sampler, draw_samples, sample_classes,
                            score_and_variance_fns)
-from training.losses import get_loss_fn
+from training.batches import LOSS, PROCESS, StepBatches, step_loader, step_seed
+from training.losses import BatchRows, get_loss_fn
 from training.preemption import StopRequest
 from utils import checkpoint, workdir as layout
 from utils.device import get_device
@@ -36,14 +38,44 @@ from utils.errors import ConfigError
 from utils.pictures import class_picture, sample_picture
 
 
-def step_seed(seed, rank, step):
-  """A well-mixed 63-bit seed for one (run seed, process, step)."""
-  return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> 1)
-
-
 def learning_rate(optim, step):
   """lr * min(1, step / warmup): linear warm-up over the first `warmup` steps (Song et al. 2021)."""
   return optim.lr * min(1.0, step / optim.warmup) if optim.warmup > 0 else optim.lr
+
+
+def loader_workers(setting, ddp):
+  """training.num_workers, where -1 (auto) is 0 on the CPU (the main process keeps up with a
+  CPU network) and min(4, cores per process) on CUDA."""
+  if setting >= 0:
+    return setting
+  if ddp.device.type != 'cuda':
+    return 0
+  return max(1, min(4, (os.cpu_count() or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', '1'))))
+
+
+class Precision:
+  """training.precision: 'fp32', or autocast to 'bf16' or 'fp16' (with a gradient scaler) for
+  the forward pass and the loss; training.tf32 lets CUDA matmuls and convolutions use TF32."""
+  DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+  def __init__(self, train, device):
+    if train.precision not in self.DTYPES:
+      raise ConfigError(f"training.precision must be one of {sorted(self.DTYPES)}, got "
+                        f"{train.precision!r}")
+    if train.precision == 'fp16' and device.type != 'cuda':
+      raise ConfigError("training.precision='fp16' is for CUDA (its gradient scaler guards fp16 "
+                        "gradients); use 'bf16' or 'fp32' on the CPU")
+    if train.tf32 and device.type != 'cuda':
+      raise ConfigError("training.tf32 is a CUDA setting; turn it off on the CPU")
+    self.dtype, self.device_type = self.DTYPES[train.precision], device.type
+    if train.tf32:
+      torch.backends.cuda.matmul.allow_tf32 = True
+      torch.backends.cudnn.allow_tf32 = True
+
+  def autocast(self):
+    if self.dtype is None:
+      return contextlib.nullcontext()
+    return torch.autocast(self.device_type, dtype=self.dtype)
 
 
 class NonFiniteLoss(ConfigError):
@@ -94,30 +126,6 @@ class Distributed:
       dist.destroy_process_group()
 
 
-class EpochBatches:
-  """Batches of DistributedSampler's seeded per-epoch order (drop_last), resumable at any step."""
-
-  def __init__(self, dataset, batch_size, ddp, seed):
-    self.dataset, self.batch_size = dataset, batch_size
-    self.sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank,
-                                      shuffle=True, seed=seed, drop_last=True)
-    self.per_epoch = len(self.sampler) // batch_size
-    if self.per_epoch == 0:
-      raise ConfigError(f"the data set has {len(dataset)} items, fewer than one batch of "
-                        f"{batch_size} per process; lower training.batch_size")
-
-  def from_step(self, step):
-    """Batches for steps step+1, step+2, ... forever."""
-    epoch, skip = divmod(step, self.per_epoch)
-    while True:
-      self.sampler.set_epoch(epoch)
-      order = list(self.sampler)
-      for i in range(skip, self.per_epoch):
-        chunk = order[i * self.batch_size:(i + 1) * self.batch_size]
-        yield default_collate([self.dataset[j] for j in chunk])
-      epoch, skip = epoch + 1, 0
-
-
 class Trainer:
   """Owns the model, EMA, optimizer and the workdir; `run()` trains to config.training.n_iters.
 
@@ -132,17 +140,22 @@ class Trainer:
     self.changes = resume_changes(config, workdir, allow_model_override)
     self.ddp = Distributed(config.device)
     train = config.training
-    if train.batch_size % self.ddp.world_size:
+    parts = self.ddp.world_size * train.grad_accum
+    if train.batch_size % parts:
       raise ConfigError(f"training.batch_size {train.batch_size} must divide evenly over "
-                        f"{self.ddp.world_size} processes")
+                        f"{self.ddp.world_size} processes x training.grad_accum "
+                        f"{train.grad_accum} micro-batches")
+    self.precision = Precision(train, self.ddp.device)
     torch.manual_seed(config.seed)
     self.sde = sde_lib.get_sde(config)
     self.loss_fn = get_loss_fn(config, self.sde)
     self.scaler = get_data_scaler(config)
     self.dataset = get_dataset(config, 'train')
-    self.batches = EpochBatches(self.dataset, train.batch_size // self.ddp.world_size, self.ddp,
-                                config.seed)
+    self.batches = StepBatches(self.dataset, train.batch_size, self.ddp.world_size,
+                               self.ddp.rank, config.seed)
     self.model = get_model(config).to(self.ddp.device)
+    if train.channels_last:
+      self.model.to(memory_format=torch.channels_last)
     self.held_out = None     # test images the score-matching bound is logged on
     if train.bound_images and self.ddp.is_main:
       try:
@@ -158,6 +171,8 @@ class Trainer:
     o = config.optim
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, 0.999),
                                       eps=o.eps, weight_decay=o.weight_decay)
+    self.grad_scaler = torch.amp.GradScaler(self.ddp.device.type,
+                                            enabled=train.precision == 'fp16')
     self.step = 0
     self.skipped_steps = 0           # steps whose loss was not finite (training.skip_nonfinite)
     self.resumed_from = self._restore()
@@ -178,6 +193,8 @@ class Trainer:
       self.ema.load_state_dict(state['ema'])
       if 'optimizer' in state:   # imported published weights may come without one
         self.optimizer.load_state_dict(state['optimizer'])
+      if state.get('grad_scaler'):
+        self.grad_scaler.load_state_dict(state['grad_scaler'])
     except ValueError as e:
       raise checkpoint.CheckpointError(f"{path}: {e}") from None
     if hasattr(self.loss_fn, 'load_state_dict'):   # a loss with state (L_vlb's step history)
@@ -187,9 +204,13 @@ class Trainer:
     return path
 
   def state(self):
+    epoch, batch = self.batches.position(self.step)
     state = {'model': self.model.state_dict(), 'ema': self.ema.state_dict(),
              'optimizer': self.optimizer.state_dict(), 'step': self.step,
-             'skipped_steps': self.skipped_steps}
+             'grad_scaler': self.grad_scaler.state_dict(), 'skipped_steps': self.skipped_steps,
+             # where the data order (a function of seed, epoch and step) stands, for the reader
+             'data_order': {'seed': self.config.seed, 'epoch': epoch, 'next_batch': batch,
+                            'batches_per_epoch': self.batches.per_epoch}}
     if hasattr(self.loss_fn, 'state_dict'):
       state['loss'] = self.loss_fn.state_dict()
     return state
@@ -205,9 +226,12 @@ class Trainer:
         tqdm.write(f"resuming from {self.resumed_from} (step {self.step})")
       if self.changes:
         tqdm.write(f"changed since {layout.config_path(self.workdir)}: {'; '.join(self.changes)}")
-    model = self.ddp.wrap(self.model)
+    self.wrapped = self.ddp.wrap(self.model)
+    model = torch.compile(self.wrapped) if train.compile else self.wrapped
     model.train()
-    batches = self.batches.from_step(self.step)
+    workers = loader_workers(train.num_workers, self.ddp)
+    batches = iter(step_loader(self.batches, self.step, train.n_iters, workers,
+                               pin_memory=self.ddp.device.type == 'cuda'))
     bar = tqdm(total=train.n_iters, initial=self.step, desc='training', dynamic_ncols=True,
                disable=not (self.progress and self.ddp.is_main))
     stop = StopRequest()
@@ -253,11 +277,9 @@ class Trainer:
     config, train = self.config, self.config.training
     losses, variances, started = [], [], time.time()
     while self.step < train.n_iters:
-      torch.manual_seed(step_seed(config.seed, self.ddp.rank, self.step + 1))
-      x, labels = next(batches)
-      classes = labels.to(self.ddp.device) if config.model.class_conditional else None
-      lr, loss, variance, grad_norm = self.update(model, self.scaler(x.to(self.ddp.device)),
-                                                  classes)
+      batch = next(batches)
+      torch.manual_seed(step_seed(config.seed, self.step + 1, PROCESS, self.ddp.rank))
+      lr, loss, variance, grad_norm = self.update(model, batch)
       self.step += 1   # only once the update (and its EMA) is complete
       losses.append(loss)
       variances.append(variance)
@@ -283,24 +305,54 @@ class Trainer:
         self.ddp.barrier()
         return
 
-  def update(self, model, x, classes=None):
-    """Step self.step + 1: Adam at the warm-up learning rate, gradient clipping, EMA update.
-    classes: the batch's labels for a class-conditional model. Returns lr, the batch's loss, the
-    variance of its per-sample terms and the gradient norm."""
-    lr = learning_rate(self.config.optim, self.step + 1)
+  def update(self, model, batch):
+    """Step self.step + 1 on this process's share (images, labels, positions) of the global
+    batch, in training.grad_accum micro-batches: Adam at the warm-up learning rate, gradient
+    clipping, EMA update. Returns lr, the loss of the share, the variance of its per-sample
+    terms and the gradient norm."""
+    config, device = self.config, self.ddp.device
+    lr = learning_rate(config.optim, self.step + 1)
     for group in self.optimizer.param_groups:
       group['lr'] = lr
-    per_sample = self.loss_fn(model, x, classes=classes)
-    loss = per_sample.mean()
     self.optimizer.zero_grad(set_to_none=True)
-    if self.ddp.mean(float(not torch.isfinite(loss))) > 0:   # before backward: all ranks agree
-      return self._nonfinite(lr, loss)
-    loss.backward()
-    clip = self.config.optim.grad_clip
+    accum, terms = config.training.grad_accum, []
+    for i, (x, labels, positions) in enumerate(zip(*(part.chunk(accum) for part in batch))):
+      # every micro-batch draws the global batch's randomness afresh and keeps its own rows
+      generator = torch.Generator(device).manual_seed(step_seed(config.seed, self.step + 1, LOSS))
+      classes = labels.to(device) if config.model.class_conditional else None
+      rows = BatchRows(positions, config.training.batch_size)
+      with self._sync_gradients(i == accum - 1):
+        with self.precision.autocast():
+          per_sample = self.loss_fn(model, self._to_model(x), generator, classes, rows).float()
+        loss = per_sample.mean()
+        if self.ddp.mean(float(not torch.isfinite(loss))) > 0:   # before backward: all agree
+          self.optimizer.zero_grad(set_to_none=True)
+          return self._nonfinite(lr, loss)
+        self.grad_scaler.scale(loss / accum).backward()
+      terms.append(per_sample.detach())
+    self.grad_scaler.unscale_(self.optimizer)
+    clip = config.optim.grad_clip
     grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float('inf'))
-    self.optimizer.step()
+    self.grad_scaler.step(self.optimizer)
+    self.grad_scaler.update()
     self.ema.update(self.model)
-    return lr, loss.item(), (per_sample.detach().var().item() if len(per_sample) > 1 else 0.0), grad_norm.item()
+    terms = torch.cat(terms)
+    return (lr, terms.mean().item(), terms.var().item() if len(terms) > 1 else 0.0,
+            grad_norm.item())
+
+  def _to_model(self, x):
+    """A batch of images in [0, 1] on the CPU -> model space on the device (channels-last
+    when training.channels_last)."""
+    x = self.scaler(x.to(self.ddp.device, non_blocking=True))
+    if self.config.training.channels_last and x.dim() == 4:
+      x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+  def _sync_gradients(self, last):
+    """DDP's all-reduce of the gradients happens in the backward of the last micro-batch only."""
+    if self.ddp.world_size == 1 or last:
+      return contextlib.nullcontext()
+    return self.wrapped.no_sync()
 
   def _nonfinite(self, lr, loss):
     """A step whose loss is not finite: skipped (no update, weights and EMA unchanged, counted
