@@ -17,7 +17,7 @@ from configs.default import get_default_config
 from sde_lib import SubVPSDE, VESDE, VPSDE, get_sde
 from gmm_oracle import ring_mixture
 from network_labels import time_of_label
-from training.losses import dsm_per_sample, get_loss_fn
+from training.losses import BatchRows, drop_labels, dsm_per_sample, get_loss_fn
 
 MU = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
 SIGMA0 = 0.7
@@ -238,3 +238,31 @@ def test_importance_sampled_time_lowers_the_variance(sde_name):
     assert abs(ratio - 1) < 0.1, ratio
   else:
     assert ratio < 0.1, ratio
+
+
+@pytest.mark.parametrize('settings', [dict(), dict(continuous=False),
+                                      dict(likelihood_weighting=True, importance_sampling=True)])
+def test_a_split_batch_draws_what_the_whole_batch_draws(settings):
+  """Training a global batch in parts (processes, micro-batches) is the same computation: the
+  per-sample losses of its two interleaved halves, each given its rows, equal those of the whole
+  batch at once (the parts draw t and noise for the whole batch and keep their rows); without
+  rows they would not."""
+  config = loss_config('vpsde', **settings)
+  sde = get_sde(config)
+  loss_fn, model = get_loss_fn(config, sde), ExactGaussianEpsModel(sde, config.training.continuous)
+  x0 = MU.float() + SIGMA0 * torch.randn(12, DIM, generator=torch.Generator().manual_seed(1))
+  seeded = lambda: torch.Generator().manual_seed(11)
+  whole = loss_fn(model, x0, seeded())
+  for rank in range(2):
+    index = torch.arange(rank, 12, 2)
+    part = loss_fn(model, x0[index], seeded(), rows=BatchRows(index, 12))
+    assert torch.allclose(part, whole[index], rtol=1e-6), rank
+  assert not torch.allclose(loss_fn(model, x0[1::2], seeded()), whole[1::2])
+
+
+def test_label_dropout_of_a_split_batch_is_the_whole_batchs():
+  classes = torch.arange(40) % 10
+  whole = drop_labels(classes, 0.5, 10, torch.Generator().manual_seed(2))
+  index = torch.arange(3, 40, 4)
+  part = drop_labels(classes[index], 0.5, 10, torch.Generator().manual_seed(2), BatchRows(index, 40))
+  assert torch.equal(part, whole[index]) and 0 < (whole == 10).sum() < 40

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import sde_lib
+from configs.vp_digits import get_config as digits_config
 from configs.vp_toy2d import get_config as toy2d_config
 from data import get_dataset
 from gmm_oracle import ring_mixture, sliced_wasserstein
@@ -320,3 +321,95 @@ def test_resume_compares_with_config_json(tmp_path, capsys, one_thread):
   assert train(config, workdir, progress=False, allow_model_override=True) == 15
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['sde']['beta_max'] == 10.0
+
+
+# ---- how a step is computed: micro-batches, memory format, precision -----------------------------
+
+def final_weights(config, workdir):
+  train(config, workdir, progress=False)
+  state = load_checkpoint(os.path.join(workdir, 'checkpoints', f'ckpt_{config.training.n_iters}.pt'))
+  return state['model']
+
+
+def weight_difference(a, b):
+  """The largest difference of two state dicts' tensors, each relative to its own largest
+  entry (or to 1e-4 where that is smaller: attention's key bias, whose gradient is 0, stays at
+  its initial ~1e-13)."""
+  return max(((b[k] - v).abs().max() / v.abs().max().clamp(min=1e-4)).item()
+             for k, v in a.items() if v.is_floating_point())
+
+
+def assert_close_weights(a, b, rtol):
+  assert weight_difference(a, b) <= rtol
+
+
+def test_micro_batches_train_what_the_whole_batch_trains(tmp_path, one_thread):
+  """training.grad_accum=4 (4 micro-batches of 16) reaches the weights of batches of 64 in one
+  piece after 10 steps: the same samples and draws, the gradient summed in another order
+  (measured relative difference ~1e-7; allowed 1e-5)."""
+  whole = final_weights(tiny_config(10), str(tmp_path / 'whole'))
+  config = tiny_config(10)
+  config.training.grad_accum = 4
+  assert_close_weights(whole, final_weights(config, str(tmp_path / 'micro')), 1e-5)
+
+
+def tiny_digits(n_iters, **training):
+  config = digits_config()
+  config.device = 'cpu'
+  config.model.update(nf=8, num_groups=4, ch_mult=(1, 2), attn_resolutions=(4,), dropout=0.0)
+  config.training.update(batch_size=16, n_iters=n_iters, log_freq=1, snapshot_freq=n_iters,
+                         snapshot_sampling=False, bound_images=0, **training)
+  return config
+
+
+def test_channels_last_trains_what_contiguous_memory_trains(tmp_path, one_thread):
+  """The memory format changes the order of the convolutions' sums, not what they compute:
+  5 steps of a small U-Net agree to 1e-4 of each tensor's scale (measured ~1e-6)."""
+  contiguous = final_weights(tiny_digits(5), str(tmp_path / 'contiguous'))
+  channels_last = final_weights(tiny_digits(5, channels_last=True), str(tmp_path / 'last'))
+  assert_close_weights(contiguous, channels_last, 1e-4)
+
+
+def test_bf16_autocast_follows_fp32(tmp_path, one_thread):
+  """bf16 keeps 8 bits of mantissa (relative rounding 2^-9 = 0.2% per operation): the first
+  step's loss (same weights, same draws) is within 2% of fp32's, the next four within 5%."""
+  fp32, bf16 = str(tmp_path / 'fp32'), str(tmp_path / 'bf16')
+  train(tiny_digits(5), fp32, progress=False)
+  train(tiny_digits(5, precision='bf16'), bf16, progress=False)
+  a, b = ([r['loss'] for r in read_metrics(w)] for w in (fp32, bf16))
+  assert abs(b[0] - a[0]) < 0.02 * a[0], (a, b)
+  assert all(abs(y - x) < 0.05 * x for x, y in zip(a, b)), (a, b)
+
+
+@pytest.mark.parametrize('field, value, match', [('precision', 'fp16', "'fp16' is for CUDA"),
+                                                 ('precision', 'fp8', 'must be one of'),
+                                                 ('tf32', True, 'CUDA setting'),
+                                                 ('grad_accum', 3, 'divide evenly')])
+def test_bad_training_options_stop_before_anything_is_written(tmp_path, field, value, match):
+  config = tiny_config(4)
+  config.training[field] = value
+  with pytest.raises(ConfigError, match=match):
+    train(config, str(tmp_path / 'run'), progress=False)
+  assert not os.path.exists(tmp_path / 'run')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA only')
+@pytest.mark.parametrize('options', [dict(precision='bf16'), dict(precision='fp16'),
+                                     dict(compile=True), dict(channels_last=True, tf32=True)])
+def test_cuda_training_options_follow_fp32(tmp_path, options):
+  """On CUDA each option trains what fp32 trains: the first step's loss within 2% (fp16: 10
+  bits of mantissa; bf16: 8; TF32: 10 in matmuls), all five within 5%, a resumable checkpoint
+  (with fp16 the gradient scaler's state in it)."""
+  cuda = lambda **o: tiny_digits(5, **o).unlock()
+  reference, run = str(tmp_path / 'fp32'), str(tmp_path / 'option')
+  config = cuda()
+  config.device = 'cuda'
+  train(config, reference, progress=False)
+  config = cuda(**options)
+  config.device = 'cuda'
+  train(config, run, progress=False)
+  a, b = ([r['loss'] for r in read_metrics(w)] for w in (reference, run))
+  assert abs(b[0] - a[0]) < 0.02 * a[0], (a, b)
+  assert all(abs(y - x) < 0.05 * x for x, y in zip(a, b)), (a, b)
+  state = load_checkpoint(os.path.join(run, 'checkpoints', 'ckpt_5.pt'))
+  assert bool(state['grad_scaler']) == (options.get('precision') == 'fp16')
