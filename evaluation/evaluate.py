@@ -9,7 +9,13 @@ field they replace); an empty tuple evaluates `config.sampling` as it is. Each s
 determines the samples): report.json, report.md, samples.npz, grid.png, likelihood.npz
 (per-image bits/dim) and shards/, which a rerun with the same key reuses. Every sampler setting
 and the FID feature space are checked before anything slow starts.
+
+Under torchrun every process draws its share of the samples' shards and of the likelihoods'
+batches (evaluation/shards.py, evaluation/bpd.py); the main process gathers them, computes FID
+and writes the reports, which equal one process's. Statistics of the network that samplers or
+the dequantizer need are computed once, by the main process, and read by the others.
 """
+import contextlib
 import json
 import os
 
@@ -26,7 +32,7 @@ from sde_lib import get_sde
 from training.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.checkpoint import resolve_checkpoint
-from utils.device import get_device
+from utils.distributed import Distributed
 from utils.errors import ConfigError
 from utils.workdir import eval_dir, eval_run_dir
 
@@ -62,21 +68,21 @@ def feature_space(config, device, notes):
     return None
 
 
-def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=None):
+def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=None, ddp=None):
   """Sampler-independent numbers: ({'bpd': ..., 'vlb': ..., 'score_bound': ...}, per-image
-  arrays), in that order from one generator seeded by config.seed."""
+  arrays), each batch of images with its own generator (evaluation/bpd.py); under torchrun
+  (`ddp`) each process computes its share and the main process gets them ({}, {} elsewhere)."""
   numbers, arrays = {}, {}
-  generator = torch.Generator(device).manual_seed(config.seed)
-  e = config.eval
+  e, seed = config.eval, config.seed
   if e.enable_bpd:
     flow = None
     if e.dequantization == 'variational':
-      flow = variational_dequantizer(config, model, sde, score_fn, device, checkpoint)
+      with ddp.main_first() if ddp is not None else contextlib.nullcontext():
+        flow = variational_dequantizer(config, model, sde, score_fn, device, checkpoint)
       uniform = config.copy_and_resolve_references()
       uniform.eval.dequantization = 'uniform'
-      numbers['bpd_uniform'], arrays['bpd_uniform'] = ode_bpd(uniform, score_fn, sde, device,
-                                                               generator)
-    numbers['bpd'], arrays['bpd'] = ode_bpd(config, score_fn, sde, device, generator, flow)
+      numbers['bpd_uniform'], arrays['bpd_uniform'] = ode_bpd(uniform, score_fn, sde, device, ddp)
+    numbers['bpd'], arrays['bpd'] = ode_bpd(config, score_fn, sde, device, ddp, flow)
   if config.eval.enable_vlb:
     if getattr(sde, 'posterior_variance', None) is None:
       notes.append(f"VLB skipped: the DDPM bound needs the VP chain ({config.sde.name} has none)")
@@ -84,21 +90,28 @@ def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=N
       notes.append("VLB skipped: its discretized decoder needs quantized image data")
     else:
       variance = config.eval.vlb_variance
-      inputs = variance_inputs(config, sde, model, device, variance, checkpoint)
+      with ddp.main_first() if ddp is not None else contextlib.nullcontext():
+        inputs = variance_inputs(config, sde, model, device, variance, checkpoint)
       numbers['vlb'], arrays['vlb'], arrays['vlb_terms'] = split_vlb(
-          config, model, sde, device=device, generator=generator, inputs=inputs)
-      numbers['vlb']['variance'] = variance
-      numbers['vlb']['variance_description'] = variance_description(config, variance)
-      numbers['vlb']['steps'] = config.eval.vlb_steps or sde.N
+          config, model, sde, device=device, seed=seed, inputs=inputs, ddp=ddp)
+      if numbers['vlb'] is not None:
+        numbers['vlb']['variance'] = variance
+        numbers['vlb']['variance_description'] = variance_description(config, variance)
+        numbers['vlb']['steps'] = config.eval.vlb_steps or sde.N
   if e.enable_score_bound:
     numbers['score_bound'], arrays['score_bound'] = split_score_bound(
-        config, score_fn, sde, device=device, generator=generator)
+        config, score_fn, sde, device=device, seed=seed, ddp=ddp)
+  if ddp is not None and not ddp.is_main:
+    return {}, {}
   return numbers, arrays
 
 
-def ode_bpd(config, score_fn, sde, device, generator, flow=None):
+def ode_bpd(config, score_fn, sde, device, ddp=None, flow=None):
   """split_bpd with a 'method' line that says how it was computed."""
-  bpd, per_image = split_bpd(config, score_fn, sde, device=device, generator=generator, flow=flow)
+  bpd, per_image = split_bpd(config, score_fn, sde, device=device, seed=config.seed, flow=flow,
+                             ddp=ddp)
+  if bpd is None:
+    return None, None
   e = config.eval
   probes = '' if e.hutchinson == 'exact' else f" ({e.n_probes} probe(s))"
   draws = 'one draw' if bpd['draws'] == 1 else f"importance-weighted over {bpd['draws']} draws"
@@ -194,26 +207,33 @@ def write_reports(out_dir, report):
 
 def evaluate(config, workdir):
   """Run what config.eval enables on the checkpoint (EMA weights) for each sampler; write the
-  reports and print the table. Returns the list of reports (dicts)."""
+  reports and print the table. Returns the list of reports (dicts; empty under torchrun but on
+  the main process)."""
   e = config.eval
-  device = get_device(config.device)
+  ddp = Distributed(config.device)
+  device = ddp.device
   checkpoint = resolve_checkpoint(workdir, e.ckpt)
   model, step, ckpt_name = restore_for_inference(config, workdir, checkpoint, device)
   sde = get_sde(config)
   specs = e.samplers or ('',)
   samplings = [parse_sampler_spec(spec, config.sampling) for spec in specs]
-  draws = [data_sampler(config, sde, model, device, sampling, checkpoint, workdir)
-           for sampling in samplings]
+  with ddp.main_first():
+    draws = [data_sampler(config, sde, model, device, sampling, checkpoint, workdir)
+             for sampling in samplings]
   notes = []
-  space = feature_space(config, device, notes) if e.enable_fid else None
+  space = feature_space(config, device, notes) if e.enable_fid and ddp.is_main else None
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
-  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint)
+  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint,
+                                       ddp)
   reports = []
   for spec, sampling, draw in zip(specs, samplings, draws):
     key = samples_key(config, sampling, checkpoint, e.batch_size, device, workdir)
     out_dir = eval_run_dir(workdir, key)
-    samples, nfe, seconds = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples,
-                                            e.batch_size, draw, seed=config.seed, device=device)
+    shards = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples, e.batch_size, draw,
+                             seed=config.seed, device=device, progress=ddp.is_main, ddp=ddp)
+    if not ddp.is_main:
+      continue
+    samples, nfe, seconds = shards
     labels = class_labels(config, sampling)
     save_samples(os.path.join(out_dir, 'samples.npz'), os.path.join(out_dir, 'grid.png'), samples,
                  labels=None if labels is None else sample_classes(labels, 0, len(samples)))
@@ -222,13 +242,16 @@ def evaluate(config, workdir):
     report = {'checkpoint': ckpt_name, 'step': step, 'sampler': sampler_name(sampling),
               'sampler_spec': spec, 'key': key, 'sampling': resolved_sampling(sampling),
               'seed': config.seed, 'batch_size': e.batch_size, 'num_samples': e.num_samples,
-              'nfe_per_sample': nfe, 'seconds_per_sample': seconds, **numbers, 'notes': list(notes)}
+              'processes': ddp.world_size, 'nfe_per_sample': nfe, 'seconds_per_sample': seconds,
+              **numbers, 'notes': list(notes)}
     if space is not None:
       report['fid'] = fid(config, samples, device, space)
     write_reports(out_dir, report)
     reports.append(report)
-  print(table(reports))
-  for note in notes:
-    print(f"Note: {note}")
-  print(f"reports in {eval_dir(workdir)}")
+  if ddp.is_main:
+    print(table(reports))
+    for note in notes:
+      print(f"Note: {note}")
+    print(f"reports in {eval_dir(workdir)}")
+  ddp.close()
   return reports

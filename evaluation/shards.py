@@ -9,6 +9,9 @@ samplers.draw's seeded batches, `<dir>/shard_<i>.npz` with the samples, the scor
 per sample (`nfe`), the wall time of its batch and its batch size, written atomically. The
 directory is named by samplers.draw.samples_key, so whatever is stored there was drawn with the
 same settings; only a last, partial shard of another length (num_samples changed) is drawn again.
+Under torchrun each process draws the shards i = rank, rank + W, ... and the main process reads
+them all: shard i is a function of (seed, i) and the batch size, so 1, 2 or 8 processes, and
+any number of interruptions, give the same set.
 """
 import math
 import os
@@ -58,29 +61,42 @@ def save_samples(npz_path, png_path, samples, labels=None, **arrays):
   atomic_write(png_path, lambda f: save_image(picture, f, format='png'))
 
 
-def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cpu', progress=True):
+def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cpu', progress=True,
+                    ddp=None):
   """Draw `num_samples` with draw(n, generator, progress, start) -> (x in data space, nfe)
-  (samplers.draw.data_sampler), reusing the shards already in `shard_dir`. Returns (stored
-  samples, score evaluations per sample, seconds per sample), the last two averaged over all
-  shards, including earlier runs'."""
+  (samplers.draw.data_sampler), reusing the shards already in `shard_dir`; with `ddp`
+  (utils.distributed.Distributed) this process draws its share. Returns (stored samples, score
+  evaluations per sample, seconds per sample), the last two averaged over all shards,
+  including earlier runs'; under torchrun None on all but the main process."""
   num_shards = math.ceil(num_samples / batch_size)
-  parts, nfe, seconds = [], 0.0, 0.0
-  for i in tqdm(range(num_shards), desc='sample shards', disable=not progress):
-    path = os.path.join(shard_dir, f'shard_{i}.npz')
-    count = min(batch_size, num_samples - i * batch_size)
-    shard = None
-    if os.path.exists(path):
-      with np.load(path) as stored:
-        shard = dict(stored)
-      if int(shard['batch_size']) != batch_size or len(shard['samples']) != count:
-        shard = None
-    if shard is None:
+  count = lambda i: min(batch_size, num_samples - i * batch_size)
+  path = lambda i: os.path.join(shard_dir, f'shard_{i}.npz')
+  rank, world = (0, 1) if ddp is None else (ddp.rank, ddp.world_size)
+  for i in tqdm(range(rank, num_shards, world), desc='sample shards', disable=not progress):
+    if _stored_shard(path(i), count(i), batch_size) is None:
       start = time.perf_counter()
-      x, shard_nfe = draw(count, batch_generator(seed, i, device), False, i * batch_size)
-      shard = dict(samples=to_storage(x), nfe=np.asarray(shard_nfe),
-                   seconds=np.asarray(time.perf_counter() - start), batch_size=np.asarray(batch_size))
-      save_npz_atomic(path, **shard)
-    parts.append(shard['samples'])
-    nfe += float(shard['nfe']) * count
-    seconds += float(shard['seconds'])
-  return np.concatenate(parts), nfe / num_samples, seconds / num_samples
+      x, shard_nfe = draw(count(i), batch_generator(seed, i, device), False, i * batch_size)
+      save_npz_atomic(path(i), samples=to_storage(x), nfe=np.asarray(shard_nfe),
+                      seconds=np.asarray(time.perf_counter() - start),
+                      batch_size=np.asarray(batch_size))
+  if ddp is not None:
+    ddp.barrier()
+    if not ddp.is_main:
+      return None
+  shards = [_stored_shard(path(i), count(i), batch_size) for i in range(num_shards)]
+  nfe = sum(float(shard['nfe']) * count(i) for i, shard in enumerate(shards))
+  seconds = sum(float(shard['seconds']) for shard in shards)
+  return (np.concatenate([shard['samples'] for shard in shards]), nfe / num_samples,
+          seconds / num_samples)
+
+
+def _stored_shard(path, count, batch_size):
+  """The shard at `path` as a dict, if it is there with `count` samples drawn in batches of
+  `batch_size`; else None."""
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as stored:
+    shard = dict(stored)
+  if int(shard['batch_size']) != batch_size or len(shard['samples']) != count:
+    return None
+  return shard

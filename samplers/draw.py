@@ -271,9 +271,10 @@ def network_statistic(config, model, checkpoint, kind, settings, compute, load):
   return current
 
 
-def batch_generator(seed, index, device):
-  """The generator batch `index` of a set drawn with `seed` is drawn with."""
-  state = np.random.SeedSequence([seed, index]).generate_state(1)[0]
+def batch_generator(seed, index, device, *stream):
+  """The generator batch `index` of a set drawn with `seed` is drawn with (`stream`: other
+  sets of the same seed, e.g. evaluation's likelihoods)."""
+  state = np.random.SeedSequence([seed, index, *stream]).generate_state(1)[0]
   return torch.Generator(device).manual_seed(int(state))
 
 

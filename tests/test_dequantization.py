@@ -12,10 +12,11 @@ from scipy import stats
 from torch.utils.data import TensorDataset
 
 from configs.default import get_default_config
-from evaluation.bpd import split_bpd
+from evaluation.bpd import BPD, split_bpd
 from evaluation.dequantization import (DEQUANTIZERS, get_dequantizer, importance_weighted_bpd,
                                        truncated_normal)
 from gmm_oracle import GaussianMixture, exact_score_fn
+from samplers.draw import batch_generator
 from samplers.likelihood import likelihood
 from sde_lib import VPSDE
 from utils.errors import ConfigError
@@ -135,9 +136,8 @@ def test_split_bpd_with_one_uniform_draw_is_the_plain_bound(monkeypatch):
   config = quantized_config(monkeypatch, images, hutchinson='rademacher')
   sde, mixture = VPSDE(), mixture_model()
   score_fn = exact_score_fn(mixture, sde)
-  _, per_image = split_bpd(config, score_fn, sde, generator=torch.Generator().manual_seed(3),
-                           progress=False)
-  g, scaler = torch.Generator().manual_seed(3), get_data_scaler(config)
+  _, per_image = split_bpd(config, score_fn, sde, seed=3, progress=False)
+  g, scaler = batch_generator(3, 0, 'cpu', BPD), get_data_scaler(config)   # one batch
   x = scaler(uniform_dequantize(images, NUM_BINS, g))
   e = config.eval
   plain = likelihood(score_fn, sde, x, eps=e.bpd_eps, rtol=e.bpd_rtol, atol=e.bpd_atol,
@@ -156,11 +156,11 @@ def test_split_bpd_pairs_each_image_with_its_own_draws(monkeypatch, float64_one_
                             dequantization_draws=3, batch_size=4, hutchinson='exact')
   sde, mixture = VPSDE(), mixture_model()
   score_fn = exact_score_fn(mixture, sde)
-  summary, per_image = split_bpd(config, score_fn, sde, generator=torch.Generator().manual_seed(5),
-                                 progress=False)
+  summary, per_image = split_bpd(config, score_fn, sde, seed=5, progress=False)
   assert summary['dequantization'] == 'truncated_normal' and summary['draws'] == 3
-  g, want = torch.Generator().manual_seed(5), []
-  for batch in images.split(4):
+  want = []
+  for index, batch in enumerate(images.split(4)):
+    g = batch_generator(5, index, 'cpu', BPD)   # each batch's own
     y, log_q = truncated_normal(batch.repeat(3, 1, 1, 1), NUM_BINS, SCALERS['centered'][0], sde,
                                 EPS, g)
     logp = torch.cat([likelihood(score_fn, sde, rows, eps=EPS, rtol=1e-4, atol=1e-4,

@@ -12,6 +12,7 @@ from configs.vp_digits import get_config as digits_config
 from configs.vp_toy2d import get_config as toy2d_config
 from data import get_data_scaler, get_eval_dataset, uniform_dequantize
 from evaluation import fid as fid_lib
+from evaluation.bpd import BPD, SCORE_BOUND, VLB
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from evaluation.evaluate import evaluate, parse_sampler_spec
 from evaluation.score_bound import bound_bpd
@@ -19,7 +20,7 @@ from evaluation.shards import from_storage, to_storage
 from evaluation.vlb import vlb
 from models.score_fn import chain_eps_fn
 from models import get_score_fn, restore_for_inference
-from samplers.draw import data_sampler, draw_samples, sampler_name, samples_key
+from samplers.draw import batch_generator, data_sampler, draw_samples, sampler_name, samples_key
 from samplers.registry import FAST_SAMPLERS
 from samplers.likelihood import likelihood
 from sde_lib import get_sde
@@ -266,38 +267,34 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
   assert reports[0]['bpd'] == reports[1]['bpd'] and reports[0]['vlb'] == reports[1]['vlb']
   assert '| ancestral_corrector-none_steps-5 |' in printed and '| pc_steps-5 |' in printed
 
-  # bits/dim: the first 8 test images, dequantized and integrated with a generator seeded by
-  # config.seed, then the VLB with the same generator, with eval.vlb_variance ('beta'), not
-  # the sampler's variance ('beta_tilde'). Same operations on the same numbers, averaged in
-  # float64 as the report does: 1e-12.
+  # bits/dim: the first 8 test images (one batch), dequantized and integrated with the
+  # generator of batch 0 of the bits/dim stream of config.seed, then the VLB with its own, with
+  # eval.vlb_variance ('beta'), not the sampler's variance ('beta_tilde'). Same operations on
+  # the same numbers, averaged in float64 as the report does: 1e-12.
   e, scaler = config.eval, get_data_scaler(config)
-  generator = torch.Generator().manual_seed(config.seed)
+  generator = lambda stream: batch_generator(config.seed, 0, 'cpu', stream)
   images = test_split[:8]
-  x = scaler(uniform_dequantize(images, config.data.num_bins, generator))
+  bpd_generator = generator(BPD)
+  x = scaler(uniform_dequantize(images, config.data.num_bins, bpd_generator))
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
   result = likelihood(score_fn, sde, x, eps=e.bpd_eps, rtol=e.bpd_rtol, atol=e.bpd_atol,
-                      hutchinson=e.hutchinson, n_probes=e.n_probes, generator=generator,
+                      hutchinson=e.hutchinson, n_probes=e.n_probes, generator=bpd_generator,
                       num_bins=config.data.num_bins, scaler=scaler)
   assert reports[0]['bpd']['mean'] == pytest.approx(result.bpd.double().mean().item(), rel=1e-12)
   assert reports[0]['bpd']['num_images'] == 8
-  state = generator.get_state()
   eps_fn = chain_eps_fn(sde, model, config.training.continuous, config.model.parameterization)
   bounds = {}
   for variance in ('beta', 'beta_tilde'):
-    generator.set_state(state)
     bounds[variance] = vlb(eps_fn, sde, scaler(images), variance=variance,
                            num_bins=config.data.num_bins, data_range=(-1.0, 1.0),
-                           generator=generator, progress=False).total.double().mean().item()
+                           generator=generator(VLB), progress=False).total.double().mean().item()
   assert config.sampling.variance == 'beta_tilde' and e.vlb_variance == 'beta'
   assert reports[0]['vlb']['mean'] == pytest.approx(bounds['beta'], rel=1e-12)
   assert abs(bounds['beta'] - bounds['beta_tilde']) > 1e-3 * bounds['beta']
   assert reports[0]['vlb']['variance'] == 'beta' and reports[0]['vlb']['steps'] == sde.N
-  # The score-matching bound comes last, from the generator as the VLB ('beta') left it.
-  generator.set_state(state)
-  vlb(eps_fn, sde, scaler(images), variance='beta', num_bins=config.data.num_bins,
-      data_range=(-1.0, 1.0), generator=generator, progress=False)
   with torch.no_grad():
-    bound = bound_bpd(score_fn, sde, images, config.data.num_bins, scaler, e.bpd_eps, 3, generator)
+    bound = bound_bpd(score_fn, sde, images, config.data.num_bins, scaler, e.bpd_eps, 3,
+                      generator(SCORE_BOUND))
   assert reports[0]['score_bound']['mean'] == pytest.approx(bound.double().mean().item(), rel=1e-12)
   assert reports[0]['score_bound']['times'] == 3
 

@@ -3,6 +3,7 @@ workdir layout, refused model changes, bad input as one line and bugs with their
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -291,3 +292,48 @@ def test_sigkill_at_random_moments_loses_nothing_and_resumes_bit_for_bit(tmp_pat
     assert torch.equal(a['model'][key], b['model'][key]), key
   for key in a['ema']['shadow']:
     assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
+
+
+@pytest.mark.slow
+def test_torchrun_evaluation_equals_one_process_also_when_resumed(tmp_path):
+  """--mode eval under torchrun (2 CPU processes): the shards of the samples and the batches of
+  the likelihoods are split over the processes and gathered, so the stored set of 10 samples
+  (shards of 4, 4, 2) and the ODE bits/dim, VLB and score-matching bound equal one process's
+  exactly (the same operations on the same numbers, one thread each). Two shards lost (an
+  interrupted generation) are drawn again by the other world size: the same set, no more."""
+  single, ddp = str(tmp_path / 'single'), str(tmp_path / 'ddp')
+  ok(run(*TINY, '--workdir', single, '--config.training.n_iters=4'))
+  shutil.copytree(single, ddp)
+  args = ['--mode', 'eval', '--config.eval.enable_fid=False', '--config.eval.num_samples=10',
+          '--config.eval.batch_size=4', '--config.eval.bpd_num_images=8',
+          '--config.eval.vlb_num_images=8', '--config.eval.vlb_steps=20',
+          '--config.eval.score_bound_times=2', '--config.eval.bpd_rtol=1e-3',
+          '--config.eval.bpd_atol=1e-3']
+  torchrun = [os.path.join(os.path.dirname(sys.executable), 'torchrun'), '--standalone',
+              '--nproc_per_node=2', 'run.py']
+  env = dict(os.environ, OMP_NUM_THREADS='1')
+  result = subprocess.run([*torchrun, '--workdir', ddp, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+  ok(result)
+  assert result.stdout.count('reports in') == 1
+  ok(run('--workdir', single, *args))
+
+  def stored(workdir):
+    (key,) = os.listdir(os.path.join(workdir, 'eval'))
+    folder = os.path.join(workdir, 'eval', key)
+    with open(os.path.join(folder, 'report.json')) as f, \
+        np.load(os.path.join(folder, 'samples.npz')) as samples:
+      return folder, json.load(f), samples['samples']
+
+  folder, report, samples = stored(ddp)
+  _, reference, reference_samples = stored(single)
+  assert report['processes'] == 2 and reference['processes'] == 1
+  assert samples.shape == (10, 8, 8, 1) and np.array_equal(samples, reference_samples)
+  for number in ('bpd', 'vlb', 'score_bound'):
+    assert report[number]['num_images'] == 8 and report[number] == reference[number], number
+  assert sorted(os.listdir(os.path.join(folder, 'shards'))) == [f'shard_{i}.npz' for i in range(3)]
+  for i in (1, 2):
+    os.remove(os.path.join(folder, 'shards', f'shard_{i}.npz'))
+  ok(run('--workdir', ddp, *args, '--config.eval.enable_bpd=False',
+         '--config.eval.enable_vlb=False', '--config.eval.enable_score_bound=False'))
+  assert np.array_equal(stored(ddp)[2], reference_samples)

@@ -15,8 +15,6 @@ import os
 import time
 
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
@@ -33,7 +31,7 @@ from training.batches import LOSS, PROCESS, StepBatches, step_loader, step_seed
 from training.losses import BatchRows, get_loss_fn
 from training.preemption import StopRequest
 from utils import checkpoint, workdir as layout
-from utils.device import get_device
+from utils.distributed import Distributed
 from utils.errors import ConfigError
 from utils.pictures import class_picture, sample_picture
 
@@ -86,44 +84,6 @@ def _finite_mean(values):
   """The mean of the finite values (skipped steps log nan), nan if there are none."""
   finite = [v for v in values if math.isfinite(v)]
   return sum(finite) / len(finite) if finite else float('nan')
-
-
-class Distributed:
-  """rank / world size from torchrun's environment (WORLD_SIZE > 1), else a single process."""
-
-  def __init__(self, device_name):
-    self.world_size = int(os.environ.get('WORLD_SIZE', '1'))
-    self.rank, local_rank = 0, 0
-    self.device = get_device(device_name)
-    if self.world_size > 1:
-      local_rank = int(os.environ.get('LOCAL_RANK', '0'))
-      if self.device.type == 'cuda':
-        self.device = torch.device('cuda', local_rank)
-        torch.cuda.set_device(self.device)
-      dist.init_process_group('nccl' if self.device.type == 'cuda' else 'gloo')
-      self.rank = dist.get_rank()
-    self.is_main = self.rank == 0
-
-  def wrap(self, model):
-    if self.world_size == 1:
-      return model
-    return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == 'cuda' else None)
-
-  def mean(self, value):
-    """The mean of a float over processes."""
-    if self.world_size == 1:
-      return value
-    tensor = torch.tensor([value], device=self.device, dtype=torch.float64)
-    dist.all_reduce(tensor)
-    return tensor.item() / self.world_size
-
-  def barrier(self):
-    if self.world_size > 1:
-      dist.barrier()
-
-  def close(self):
-    if self.world_size > 1:
-      dist.destroy_process_group()
 
 
 class Trainer:
