@@ -73,15 +73,14 @@ def measure(config, run_dir, device, num_samples):
     for steps in BOUND_STEPS:
       config.eval.vlb_variance, config.eval.vlb_steps = variance, steps
       start = time.time()
-      stats, _, _ = split_vlb(config, model, sde, device=device, inputs=inputs, progress=False,
-                              generator=torch.Generator(device).manual_seed(0))
+      stats, _, _ = split_vlb(config, model, sde, device=device, seed=0, inputs=inputs,
+                              progress=False)
       row['vlb'][f'{variance}/{steps}'] = {**stats, 'seconds': time.time() - start}
       save()
       print(f"  VLB {variance} K={steps}: {stats['mean']:.3f}", flush=True)
   if 'ode' not in row:
     score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
-    row['ode'], _ = split_bpd(config, score_fn, sde, device=device, progress=False,
-                              generator=torch.Generator(device).manual_seed(0))
+    row['ode'], _ = split_bpd(config, score_fn, sde, device=device, seed=0, progress=False)
     save()
   space = get_feature_space(config, device)
   for variance in variances(config):

@@ -1,9 +1,12 @@
 """`--config NAME` -> configs/NAME.py (or a path as given); unknown names list the valid ones,
-and an override `--config.a.b=v` of a field no config has is refused with a suggestion."""
+and an override `--config.a.b=v` of a field no config has, or with a value its type cannot
+take, is refused with a suggestion."""
 import difflib
 import os
 import re
 import sys
+
+from absl import flags
 
 from configs.default import get_default_config
 from configs.run_config import flatten
@@ -39,13 +42,28 @@ def config_name(path):
   return os.path.splitext(os.path.basename(path))[0]
 
 
+# The parsers ml_collections' overrides use for the scalar types (absl's); other types pass.
+_PARSERS = {bool: flags.BooleanParser(), int: flags.IntegerParser(), float: flags.FloatParser()}
+
+
 def check_override(arg, fields):
-  """A ConfigError for `--config.a.b[=v]` (or `--noconfig.a.b`) naming no field in `fields`."""
-  match = re.match(r'^--?(?:no)?config\.([^=]+)', arg)
-  if match and match.group(1) not in fields:
-    close = difflib.get_close_matches(match.group(1), fields, n=1)
-    raise ConfigError(f"unknown config field {match.group(1)!r}" +
+  """A ConfigError for `--config.a.b[=v]` (or `--noconfig.a.b`) naming no field in `fields`
+  ({field: default value}), or whose v the field's type cannot take."""
+  match = re.match(r'^--?(?:no)?config\.([^=]+)(?:=(.*))?$', arg)
+  if not match:
+    return
+  field, value = match.groups()
+  if field not in fields:
+    close = difflib.get_close_matches(field, fields, n=1)
+    raise ConfigError(f"unknown config field {field!r}" +
                       (f"; did you mean {close[0]}?" if close else ''))
+  kind = type(fields[field])
+  if value is not None and kind in _PARSERS:
+    try:
+      _PARSERS[kind].parse(value)
+    except ValueError:
+      article = "an" if kind is int else "a"
+      raise ConfigError(f"config.{field} takes {article} {kind.__name__}, got {value!r}") from None
 
 
 def resolve_config_argv(argv):

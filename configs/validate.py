@@ -36,8 +36,20 @@ def _get(config, field):
   return config[section][name]
 
 
+def _check_resolution(config):
+  """The U-Nets halve the resolution len(ch_mult) - 1 times: the image size must allow it."""
+  m, size = config.model, config.data.image_size
+  if m.name in ('ddpm', 'ncsnpp'):
+    factor = 2 ** (len(m.ch_mult) - 1)
+    if size % factor:
+      raise ConfigError(f"config.data.image_size {size} must be divisible by {factor}: "
+                        f"{m.name} with ch_mult {tuple(m.ch_mult)} halves it "
+                        f"{len(m.ch_mult) - 1} times")
+
+
 def validate(config):
-  """Raise ConfigError for the first value out of its range (RANGES, ORDERED)."""
+  """Raise ConfigError for the first value out of its range (RANGES, ORDERED) or an image size
+  the network cannot downsample."""
   for field, (test, expected) in RANGES.items():
     value = _get(config, field)
     if not test(value):   # nan fails every test
@@ -46,3 +58,4 @@ def validate(config):
     a, b = _get(config, smaller), _get(config, larger)
     if not a < b:
       raise ConfigError(f"config.{smaller} ({a!r}) must be below config.{larger} ({b!r})")
+  _check_resolution(config)

@@ -36,13 +36,16 @@ class ImageFolder(Dataset):
     index = {name: i for i, name in enumerate(self.classes)}
     self.labels = [index.get(top, 0) for top in tops]
     self.transform = pil_to_tensor(image_size, num_channels)
-
+    self[0]   # a folder of unreadable files stops here, before a run writes anything
   def __len__(self):
     return len(self.paths)
 
   def __getitem__(self, index):
-    with Image.open(self.paths[index]) as image:
-      return self.transform(image), self.labels[index]
+    try:
+      with Image.open(self.paths[index]) as image:
+        return self.transform(image), self.labels[index]
+    except OSError as e:   # unreadable or not an image (PIL's UnidentifiedImageError)
+      raise DatasetUnavailable(f"cannot read {self.paths[index]} as an image: {e}") from None
 
 
 def folder_dataset(split, root, image_size, num_channels):
