@@ -11,8 +11,6 @@ import pytest
 import torch
 from absl import flags
 
-import run
-from configs.resolve import DEFAULT_CONFIG
 from configs.run_config import write_run_config
 from configs.vp_digits import get_config as digits_config
 from training.trainer import train
@@ -62,16 +60,20 @@ SETUP = {
 
 
 def run_forked(argv, err_path):
-  """(exit status, stderr) of run.py with `argv`, run in a fork of this process (torch and
-  run.py already imported; absl's flags, which cannot be parsed twice in one process, fresh)."""
+  """(exit status, stderr) of run.py with `argv`, run in a fork of this process (torch already
+  imported), where run.py is imported afresh: absl's flags are global and defined, with the
+  overrides of the argv, once per process (and other entry points define some of them too)."""
   pid = os.fork()
   if pid == 0:
     code = 3
     try:
       sys.stderr, sys.stdout = open(err_path, 'w'), open(os.devnull, 'w')
       sys.argv = ['run.py', *argv]
-      if '--config' not in argv:   # as at run.py's import: the default's override flags
-        flags.FLAGS['config'].parse(DEFAULT_CONFIG)
+      for name in list(flags.FLAGS):
+        if not flags.FLAGS.find_module_defining_flag(name, 'absl').startswith('absl'):
+          delattr(flags.FLAGS, name)
+      sys.modules.pop('run', None)
+      import run
       run.run()
       code = 0
     except SystemExit as stop:
