@@ -1,12 +1,15 @@
-"""Seconds per training step of the paper configs, so a run's length can be extrapolated.
+"""Seconds (and steps per second) per training step of the paper configs, so a run's length
+can be extrapolated, with the GPU training options.
 
 Builds each config's Trainer (network, loss, Adam, EMA) on a folder of random images of the
 config's shape (no download) and times Trainer.update, one full step (loss, backward,
-gradient clipping, Adam, EMA), at the given batch size after one warm-up step. Prints a table
-and writes benchmarks/results/train_step_time_<device>.{json,md}.
+gradient clipping, Adam, EMA), at the given batch size after two warm-up steps (torch.compile
+compiles in the first). Each variant is a '+'-joined list of training options: fp32 (none),
+bf16, fp16, compile, channels_last, tf32. Prints a table and writes
+benchmarks/results/train_step_time_<device>.{json,md}.
 
   .venv/bin/python benchmarks/train_step_time.py [--configs vp_cifar10 ve_cifar10 ddpm_cifar10]
-      [--batch 8] [--steps 3] [--device auto]
+      [--batch 8] [--steps 3] [--device auto] [--variants fp32 bf16 bf16+compile]
 """
 import argparse
 import importlib
@@ -35,32 +38,48 @@ def random_images(directory, shape, count):
     Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(f'{directory}/{i}.png')
 
 
-def seconds_per_step(name, batch, steps, device):
+def apply_variant(training, variant):
+  """training.* set from a variant such as 'bf16+compile' ('fp32': the defaults)."""
+  for option in variant.split('+'):
+    if option in ('bf16', 'fp16'):
+      training.precision = option
+    elif option in ('compile', 'channels_last', 'tf32'):
+      training[option] = True
+    elif option != 'fp32':
+      raise SystemExit(f"unknown option {option!r} in variant {variant!r}")
+
+
+def seconds_per_step(name, batch, steps, device, variant='fp32'):
   config = importlib.import_module(f'configs.{name}').get_config()
   config.training.batch_size = batch
   config.training.snapshot_sampling = False
+  config.training.bound_images = 0
   config.device = device
+  apply_variant(config.training, variant)
   with tempfile.TemporaryDirectory() as tmp:
     images = os.path.join(tmp, 'images')
     os.makedirs(images)
     random_images(images, data_shape(config), batch)
     config.data.dataset, config.data.root = 'folder', images
     trainer = Trainer(config, os.path.join(tmp, 'run'), progress=False)
-    x = trainer.scaler(next(trainer.batches.from_step(0))[0].to(trainer.ddp.device))
+    model = torch.compile(trainer.model) if config.training.compile else trainer.model
+    batch_of_step = trainer.batches[0]
     params = sum(p.numel() for p in trainer.model.parameters())
-    trainer.update(trainer.model, x)     # warm-up (allocations, kernels)
+    for _ in range(2):     # warm-up (allocations, kernels, compilation)
+      trainer.update(model, batch_of_step)
     times = []
     for _ in range(steps):
       if trainer.ddp.device.type == 'cuda':
         torch.cuda.synchronize()
       start = time.perf_counter()
-      trainer.update(trainer.model, x)
+      trainer.update(model, batch_of_step)
       if trainer.ddp.device.type == 'cuda':
         torch.cuda.synchronize()
       times.append(time.perf_counter() - start)
     trainer.ddp.close()
-  return {'config': name, 'model': config.model.name, 'parameters': params, 'batch': batch,
-          'seconds_per_step': float(np.mean(times)), 'min': float(np.min(times)), 'steps': steps,
+  return {'config': name, 'variant': variant, 'model': config.model.name, 'parameters': params,
+          'batch': batch, 'seconds_per_step': float(np.mean(times)), 'min': float(np.min(times)),
+          'steps_per_second': 1 / float(np.mean(times)), 'steps': steps,
           'device': str(trainer.ddp.device), 'threads': torch.get_num_threads()}
 
 
@@ -70,13 +89,15 @@ def main():
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--device', default='auto')
+  parser.add_argument('--variants', nargs='+', default=['fp32'])
   args = parser.parse_args()
-  rows = [seconds_per_step(name, args.batch, args.steps, args.device) for name in args.configs]
-  lines = ['| config | network | parameters | batch | s/step (mean) | s/step (min) | device |',
-           '|---|---|---|---|---|---|---|']
-  lines += [f"| {r['config']} | {r['model']} | {r['parameters']:,} | {r['batch']} | "
-            f"{r['seconds_per_step']:.2f} | {r['min']:.2f} | {r['device']} ({r['threads']} threads) |"
-            for r in rows]
+  rows = [seconds_per_step(name, args.batch, args.steps, args.device, variant)
+          for name in args.configs for variant in args.variants]
+  lines = ['| config | options | network | parameters | batch | s/step (mean) | s/step (min) | '
+           'steps/s | device |', '|---|---|---|---|---|---|---|---|---|']
+  lines += [f"| {r['config']} | {r['variant']} | {r['model']} | {r['parameters']:,} | {r['batch']} | "
+            f"{r['seconds_per_step']:.3f} | {r['min']:.3f} | {r['steps_per_second']:.2f} | "
+            f"{r['device']} ({r['threads']} threads) |" for r in rows]
   table = '\n'.join(lines)
   print(table)
   device = rows[0]['device'].split(':')[0]
