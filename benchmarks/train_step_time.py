@@ -91,8 +91,11 @@ def main():
   parser.add_argument('--device', default='auto')
   parser.add_argument('--variants', nargs='+', default=['fp32'])
   args = parser.parse_args()
-  rows = [seconds_per_step(name, args.batch, args.steps, args.device, variant)
-          for name in args.configs for variant in args.variants]
+  rows = []
+  for name in args.configs:
+    for variant in args.variants:
+      rows.append(seconds_per_step(name, args.batch, args.steps, args.device, variant))
+      print(f"{name} {variant}: {rows[-1]['seconds_per_step']:.3f} s/step", flush=True)
   lines = ['| config | options | network | parameters | batch | s/step (mean) | s/step (min) | '
            'steps/s | device |', '|---|---|---|---|---|---|---|---|---|']
   lines += [f"| {r['config']} | {r['variant']} | {r['model']} | {r['parameters']:,} | {r['batch']} | "
