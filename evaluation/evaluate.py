@@ -172,6 +172,10 @@ def markdown_report(report):
     if 'fid_at_floor_size' in f:
       lines.append(f"The first {f['floor_size']} samples (the test split's size, for a like-for-like "
                    f"comparison with the floor): {f['fid_at_floor_size']:.3f}.")
+    if 'kid' in f:
+      lines.append(f"KID: {f['kid']:.5f}; precision {f['precision']:.3f}, recall {f['recall']:.3f} "
+                   f"(k = 3 nearest neighbours, {f['precision_recall_size']} samples against as "
+                   f"many reference points).")
     if 'classifier_test_accuracy' in f:
       lines.append(f"Feature classifier test accuracy: {f['classifier_test_accuracy']:.3f}.")
   if 'bpd' in report:

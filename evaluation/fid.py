@@ -34,6 +34,7 @@ from cleanfid.inception_torchscript import InceptionV3W
 
 from data import get_eval_dataset
 from evaluation.digits_classifier import load_or_train_digits_classifier
+from evaluation.sample_metrics import kid, precision_recall
 from evaluation.shards import to_storage
 from utils.atomic import save_npz_atomic
 from utils.errors import ConfigError
@@ -43,6 +44,7 @@ INCEPTION_FILE = 'inception-2015-12-05.pt'
 CLEANFID_WEIGHTS_DIR = './' if platform.system() == 'Windows' else '/tmp'
 CLEANFID_STATS_DIR = os.path.join(os.path.dirname(cleanfid.__file__), 'stats')
 FID_MODES = ('clean', 'legacy_tensorflow')
+REFERENCE_FEATURES = 10_000   # reference features kept beside computed statistics (KID, P/R)
 
 
 class InceptionUnavailable(RuntimeError):
@@ -190,22 +192,30 @@ def dataset_samples(config, split):
 
 
 def reference_statistics(config, space, split, batch_size=100, device='cpu'):
-  """(mu, sigma, number of images or None, description) of the data split's features."""
+  """(mu, sigma, number of images or None, description, features or None) of the data split's
+  features. Statistics computed here keep the first REFERENCE_FEATURES features (float32)
+  beside them, for KID and precision / recall; clean-fid's published ones come without."""
   c = config.data
   named = os.path.join(CLEANFID_STATS_DIR, f'cifar10_{space.mode}_{split}_32.npz')
   if space.name == 'inception' and c.dataset == 'cifar10' and c.image_size == 32 and os.path.exists(named):
     with np.load(named) as stats:
-      return stats['mu'], stats['sigma'], None, f"clean-fid's cifar10 {split} statistics ({named})"
+      return (stats['mu'], stats['sigma'], None,
+              f"clean-fid's cifar10 {split} statistics ({named})", None)
   space_name = f'{space.name}_{space.mode}' if space.mode else space.name
   path = os.path.join(c.root, 'fid_stats', f'{c.dataset}_{space_name}_{split}_{c.image_size}.npz')
-  if not os.path.exists(path):
+  stats = None
+  if os.path.exists(path):
+    with np.load(path) as stored:
+      stats = dict(stored)
+  if stats is None or 'features' not in stats:   # none yet, or cached before features were kept
     features = extract_features(space, dataset_samples(config, split), batch_size, device,
                                 desc=f'{split} features')
     mu, sigma = feature_statistics(features)
-    save_npz_atomic(path, mu=mu, sigma=sigma, count=len(features))
-  with np.load(path) as stats:
-    count = int(stats['count']) if 'count' in stats else None
-    return stats['mu'], stats['sigma'], count, f"{c.dataset} {split} split ({path})"
+    stats = dict(mu=mu, sigma=sigma, count=len(features),
+                 features=features[:REFERENCE_FEATURES].astype(np.float32))
+    save_npz_atomic(path, **stats)
+  return (stats['mu'], stats['sigma'], int(stats['count']), f"{c.dataset} {split} split ({path})",
+          stats['features'].astype(np.float64))
 
 
 def fid(config, samples, device='cpu', space=None):
@@ -214,16 +224,26 @@ def fid(config, samples, device='cpu', space=None):
   ['fid_mode'], ['train_test_floor', 'fid_at_floor_size', 'floor_size'], ...}. The floor is
   the test split's distance; since the distance is biased upwards by ~1/N, the first
   `floor_size` samples' distance is reported beside it for a like-for-like comparison. Raises
-  InceptionUnavailable when Inception is needed and missing."""
+  InceptionUnavailable when Inception is needed and missing. Where the reference features are
+  at hand (statistics computed here, not clean-fid's published ones) the result also has 'kid'
+  and 'precision', 'recall' (evaluation/sample_metrics.py) of the first
+  'precision_recall_size' samples against as many reference features."""
   space = space or get_feature_space(config, device)
   batch_size = config.eval.batch_size
-  mu_ref, sigma_ref, _, reference = reference_statistics(config, space, 'train', batch_size, device)
+  mu_ref, sigma_ref, _, reference, ref_features = reference_statistics(config, space, 'train',
+                                                                       batch_size, device)
   features = extract_features(space, samples, batch_size, device, desc='sample features')
   result = {'fid': frechet_distance(*feature_statistics(features), mu_ref, sigma_ref),
             'feature_space': space.name, 'reference': reference, 'num_samples': len(samples),
             **space.info}
+  if ref_features is not None:
+    size = min(len(features), len(ref_features))   # Kynkaanniemi et al. compare equal sizes
+    result['kid'] = kid(features, ref_features)
+    result['precision'], result['recall'] = precision_recall(features[:size], ref_features[:size])
+    result['precision_recall_size'] = size
   if space.floor:
-    mu_test, sigma_test, n_test, _ = reference_statistics(config, space, 'test', batch_size, device)
+    mu_test, sigma_test, n_test, _, _ = reference_statistics(config, space, 'test', batch_size,
+                                                             device)
     result['train_test_floor'] = frechet_distance(mu_test, sigma_test, mu_ref, sigma_ref)
     if n_test is not None and n_test < len(features):
       result['floor_size'] = n_test

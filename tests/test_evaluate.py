@@ -15,6 +15,7 @@ from evaluation import fid as fid_lib
 from evaluation.bpd import BPD, SCORE_BOUND, VLB
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from evaluation.evaluate import evaluate, parse_sampler_spec
+from evaluation.sample_metrics import kid, precision_recall
 from evaluation.score_bound import bound_bpd
 from evaluation.shards import from_storage, to_storage
 from evaluation.vlb import vlb
@@ -256,12 +257,21 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
     want = fid_lib.frechet_distance(*fid_lib.feature_statistics(digits_features(classifier, samples)),
                                     mu_train, sigma_train)
     assert f['fid'] == pytest.approx(want, rel=1e-6) and f['feature_space'] == 'digits_classifier'
+    # KID and precision / recall of the same features against the train split's (second
+    # computation from the features; their math is tested in test_sample_metrics).
+    train_features = digits_features(classifier, to_storage(train_split))
+    sample_features = digits_features(classifier, samples)
+    assert f['kid'] == pytest.approx(kid(sample_features, train_features), rel=1e-6)
+    assert (f['precision'], f['recall']) == pytest.approx(
+        precision_recall(sample_features, train_features[:len(samples)]), abs=1e-12)
+    assert f['precision_recall_size'] == len(samples) and 0 < f['recall'] <= 1
     floor = fid_lib.frechet_distance(mu_test, sigma_test, mu_train, sigma_train)
     assert f['train_test_floor'] == pytest.approx(floor, rel=1e-6) and f['fid'] > floor
     assert 'fid_mode' not in f   # a clean-fid mode means nothing for these features
     with open(os.path.join(out_dir, 'report.md')) as md:
       text = md.read()
-    for line in (f"{f['fid']:.3f}", f"{report['bpd']['mean']:.4f}", f"{report['vlb']['mean']:.4f}",
+    for line in (f"{f['fid']:.3f}", f"KID: {f['kid']:.5f}", f"{report['bpd']['mean']:.4f}",
+                 f"{report['vlb']['mean']:.4f}",
                  f'reverse variance beta (Ho et al. fixedlarge), {sde.N}-step chain'):
       assert line in text
   assert reports[0]['bpd'] == reports[1]['bpd'] and reports[0]['vlb'] == reports[1]['vlb']

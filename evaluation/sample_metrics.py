@@ -1,0 +1,53 @@
+"""Sample-quality numbers reported beside FID, in the same feature space.
+
+KID (Binkowski et al. 2018): the unbiased estimate of the squared MMD between samples and
+reference with the kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets of at most
+1000 of each (clean-fid's kernel_distance, seeded here).
+
+Precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the union of balls
+around its points with radius the distance to their k-th nearest neighbour in the set (k = 3);
+precision is the fraction of samples inside the reference's manifold, recall the fraction of
+reference points inside the samples'.
+"""
+import numpy as np
+import torch
+from cleanfid.fid import kernel_distance
+
+PR_NEIGHBOURS = 3
+
+
+def kid(features, reference, num_subsets=100, max_subset_size=1000, seed=0):
+  """KID of [N, F] sample features against [M, F] reference features (clean-fid's estimator,
+  whose subsets come from numpy's global generator: seeded for this call, then put back)."""
+  state = np.random.get_state()
+  np.random.seed(seed)
+  try:
+    return kernel_distance(np.asarray(features, np.float64), np.asarray(reference, np.float64),
+                           num_subsets=num_subsets, max_subset_size=max_subset_size)
+  finally:
+    np.random.set_state(state)
+
+
+def _blocks(a, b, rows=1024):
+  """(block of a, its Euclidean distances to every point of b), float64, a block of rows at a
+  time (never the whole [len(a), len(b)] matrix)."""
+  a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+  for block in a.split(rows):
+    yield block, torch.cdist(block, b)
+
+
+def neighbour_radii(points, k=PR_NEIGHBOURS):
+  """The distance of each point to its k-th nearest other point of the set."""
+  return torch.cat([d.kthvalue(k, dim=1).values for _, d in _blocks(points, points)])
+
+
+def inside(points, centres, radii):
+  """For each point, whether it lies in some ball (centres, radii)."""
+  return torch.cat([(d <= radii[None]).any(1) for _, d in _blocks(points, centres)])
+
+
+def precision_recall(features, reference, k=PR_NEIGHBOURS):
+  """(precision, recall) of [N, F] sample features against [M, F] reference features."""
+  precision = inside(features, reference, neighbour_radii(reference, k)).double().mean().item()
+  recall = inside(reference, features, neighbour_radii(features, k)).double().mean().item()
+  return precision, recall
