@@ -38,7 +38,7 @@ def _blocks(a, b, rows=1024):
 
 def neighbour_radii(points, k=PR_NEIGHBOURS):
   """The distance of each point to its k-th nearest other point of the set."""
-  return torch.cat([d.kthvalue(k, dim=1).values for _, d in _blocks(points, points)])
+  return torch.cat([d.kthvalue(k + 1, dim=1).values for _, d in _blocks(points, points)])
 
 
 def inside(points, centres, radii):
