@@ -17,6 +17,7 @@ from configs.vp_digits import get_config as digits_config
 from configs.vp_toy2d import get_config as toy2d_config
 from evaluation.evaluate import evaluate
 from training.trainer import train as train_here
+from test_trainer import assert_same_weights
 from utils.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -284,12 +285,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_resumes_bit_for_bit(tmp_pat
     with open(os.path.join(folder, 'latest')) as f:
       load_checkpoint(os.path.join(folder, f.read().strip()))
   ok(run(*args, '--workdir', killed))
-  a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_30.pt'))
-  b = load_checkpoint(os.path.join(killed, 'checkpoints', 'ckpt_30.pt'))
-  for key in a['model']:
-    assert torch.equal(a['model'][key], b['model'][key]), key
-  for key in a['ema']['shadow']:
-    assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
+  assert_same_weights(load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_30.pt')),
+                      load_checkpoint(os.path.join(killed, 'checkpoints', 'ckpt_30.pt')))
 
 
 @pytest.mark.slow

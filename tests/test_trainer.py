@@ -84,17 +84,20 @@ def tiny_config(n_iters):
   return config
 
 
+def assert_same_weights(a, b):
+  """Two checkpoints' weights and EMA, bit for bit."""
+  for ours, theirs in ((a['model'], b['model']), (a['ema']['shadow'], b['ema']['shadow'])):
+    for key in ours:
+      assert torch.equal(ours[key], theirs[key]), key
+
+
 def test_resumed_run_equals_uninterrupted_run(tmp_path, one_thread):
   straight, split = str(tmp_path / 'straight'), str(tmp_path / 'split')
   train(tiny_config(20), straight, progress=False)
   train(tiny_config(10), split, progress=False)
   train(tiny_config(20), split, progress=False)
-  a = load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt'))
-  b = load_checkpoint(os.path.join(split, 'checkpoints', 'ckpt_20.pt'))
-  for key in a['model']:
-    assert torch.equal(a['model'][key], b['model'][key]), key
-  for key in a['ema']['shadow']:
-    assert torch.equal(a['ema']['shadow'][key], b['ema']['shadow'][key]), key
+  assert_same_weights(load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt')),
+                      load_checkpoint(os.path.join(split, 'checkpoints', 'ckpt_20.pt')))
   assert [r['loss'] for r in read_metrics(straight)] == [r['loss'] for r in read_metrics(split)]
   assert sorted(os.listdir(os.path.join(straight, 'samples'))) == ['10.png', '20.png']
 
