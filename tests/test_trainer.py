@@ -96,8 +96,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, one_thread):
   train(tiny_config(20), straight, progress=False)
   train(tiny_config(10), split, progress=False)
   train(tiny_config(20), split, progress=False)
-  assert_same_weights(load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt')),
-                      load_checkpoint(os.path.join(split, 'checkpoints', 'ckpt_20.pt')))
+  resumed = load_checkpoint(os.path.join(split, 'checkpoints', 'ckpt_20.pt'))
+  assert_same_weights(load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt')), resumed)
+  # 512 points in batches of 64: 8 per epoch, so after 20 steps the order is 4 into epoch 2.
+  assert resumed['data_order'] == {'seed': 42, 'epoch': 2, 'next_batch': 4, 'batches_per_epoch': 8}
   assert [r['loss'] for r in read_metrics(straight)] == [r['loss'] for r in read_metrics(split)]
   assert sorted(os.listdir(os.path.join(straight, 'samples'))) == ['10.png', '20.png']
 
