@@ -27,6 +27,7 @@ from evaluation.vlb import vlb
 from models.score_fn import chain_eps_fn
 from samplers.draw import batch_generator
 from samplers.likelihood import bits_per_dim, likelihood
+from utils.distributed import gathered, shares
 
 # The estimators' random streams (batch_generator), apart from each other and from the samples'.
 BPD, SCORE_BOUND, VLB = 1, 2, 3
@@ -38,17 +39,10 @@ def split_batches(config, split, num_images, batch_size, device, ddp=None):
   batches i = rank, rank + W, ... of this process."""
   dataset = get_eval_dataset(config, split)
   count = min(num_images, len(dataset)) if num_images else len(dataset)
-  rank, world = (0, 1) if ddp is None else (ddp.rank, ddp.world_size)
-  for index, start in enumerate(range(0, count, batch_size)):
-    if index % world == rank:
-      items = [dataset[i] for i in range(start, min(start + batch_size, count))]
-      yield index, default_collate(items)[0].to(device)
-
-
-def gathered(ddp, items):
-  """The (batch index, value) pairs of all processes in batch order on the main process (a
-  single process: its own), None on the others."""
-  return sorted(items, key=lambda item: item[0]) if ddp is None else ddp.gather(items)
+  for index in shares(math.ceil(count / batch_size), ddp):
+    start = index * batch_size
+    items = [dataset[i] for i in range(start, min(start + batch_size, count))]
+    yield index, default_collate(items)[0].to(device)
 
 
 def summary(values):
@@ -96,7 +90,7 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', seed=0, progres
       solves = [solve(scaler(x))]
       bpd = -solves[0].logp / (dim * math.log(2))
     results.append((index, (bpd.cpu().numpy(), density, [result.nfe for result in solves])))
-  results = gathered(ddp, results)
+  results = gathered(results, ddp)
   if results is None:
     return None, None
   per_sample = np.concatenate([bpd for _, (bpd, _, _) in results])
@@ -123,7 +117,7 @@ def split_score_bound(config, score_fn, sde, split='test', device='cpu', seed=0,
       bpd = bound_bpd(score_fn, sde, x, config.data.num_bins, scaler, e.bpd_eps,
                       e.score_bound_times, batch_generator(seed, index, device, SCORE_BOUND))
     results.append((index, bpd.cpu().numpy()))
-  results = gathered(ddp, results)
+  results = gathered(results, ddp)
   if results is None:
     return None, None
   per_sample = np.concatenate([bpd for _, bpd in results])
@@ -150,7 +144,7 @@ def split_vlb(config, model, sde, split='test', device='cpu', seed=0, progress=T
                  generator=batch_generator(seed, index, device, VLB), progress=progress)
     results.append((index, tuple(a.cpu().numpy() for a in (result.total, result.terms,
                                                             result.prior))))
-  results = gathered(ddp, results)
+  results = gathered(results, ddp)
   if results is None:
     return None, None, None
   totals, terms, priors = (np.concatenate(arrays) for arrays in zip(*(r for _, r in results)))

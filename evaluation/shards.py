@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from samplers.draw import batch_generator
 from utils.atomic import atomic_write, save_npz_atomic
+from utils.distributed import shares
 from utils.pictures import class_picture, sample_picture
 
 GRID_IMAGES = 64   # images in a sample picture
@@ -71,8 +72,7 @@ def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cp
   num_shards = math.ceil(num_samples / batch_size)
   count = lambda i: min(batch_size, num_samples - i * batch_size)
   path = lambda i: os.path.join(shard_dir, f'shard_{i}.npz')
-  rank, world = (0, 1) if ddp is None else (ddp.rank, ddp.world_size)
-  for i in tqdm(range(rank, num_shards, world), desc='sample shards', disable=not progress):
+  for i in tqdm(shares(num_shards, ddp), desc='sample shards', disable=not progress):
     if _stored_shard(path(i), count(i), batch_size) is None:
       start = time.perf_counter()
       x, shard_nfe = draw(count(i), batch_generator(seed, i, device), False, i * batch_size)

@@ -67,3 +67,15 @@ class Distributed:
   def close(self):
     if self.world_size > 1 and dist.is_initialized():
       dist.destroy_process_group()
+
+
+def shares(count, ddp=None):
+  """The indices of 0, ..., count - 1 this process takes: rank, rank + W, ... under torchrun
+  (`ddp`), all of them in a single process (ddp None)."""
+  return range(count) if ddp is None else range(ddp.rank, count, ddp.world_size)
+
+
+def gathered(items, ddp=None):
+  """Every process's (index, value) pairs sorted by index on the main process, None on the
+  others; a single process's own (ddp None)."""
+  return sorted(items, key=lambda item: item[0]) if ddp is None else ddp.gather(items)
