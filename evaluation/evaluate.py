@@ -15,7 +15,6 @@ batches (evaluation/shards.py, evaluation/bpd.py); the main process gathers them
 and writes the reports, which equal one process's. Statistics of the network that samplers or
 the dequantizer need are computed once, by the main process, and read by the others.
 """
-import contextlib
 import json
 import os
 
@@ -32,7 +31,7 @@ from sde_lib import get_sde
 from training.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.checkpoint import resolve_checkpoint
-from utils.distributed import Distributed
+from utils.distributed import Distributed, main_first
 from utils.errors import ConfigError
 from utils.workdir import eval_dir, eval_run_dir
 
@@ -77,7 +76,7 @@ def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=N
   if e.enable_bpd:
     flow = None
     if e.dequantization == 'variational':
-      with ddp.main_first() if ddp is not None else contextlib.nullcontext():
+      with main_first(ddp):
         flow = variational_dequantizer(config, model, sde, score_fn, device, checkpoint)
       uniform = config.copy_and_resolve_references()
       uniform.eval.dequantization = 'uniform'
@@ -90,7 +89,7 @@ def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=N
       notes.append("VLB skipped: its discretized decoder needs quantized image data")
     else:
       variance = config.eval.vlb_variance
-      with ddp.main_first() if ddp is not None else contextlib.nullcontext():
+      with main_first(ddp):
         inputs = variance_inputs(config, sde, model, device, variance, checkpoint)
       numbers['vlb'], arrays['vlb'], arrays['vlb_terms'] = split_vlb(
           config, model, sde, device=device, seed=seed, inputs=inputs, ddp=ddp)

@@ -79,3 +79,8 @@ def gathered(items, ddp=None):
   """Every process's (index, value) pairs sorted by index on the main process, None on the
   others; a single process's own (ddp None)."""
   return sorted(items, key=lambda item: item[0]) if ddp is None else ddp.gather(items)
+
+
+def main_first(ddp=None):
+  """ddp.main_first() under torchrun; nothing to order in a single process (ddp None)."""
+  return contextlib.nullcontext() if ddp is None else ddp.main_first()
