@@ -1,0 +1,48 @@
+"""The trained digits model the digits benchmarks share: `vp_digits` (the demo) trained for its
+fixed budget in one workdir, reused when that run is finished, so benchmarks/digits.py and
+benchmarks/likelihood_accuracy.py measure the same network and train it once between them.
+
+--quick benchmarks use a tiny stand-in (nf 8, 20 steps) in their own workdir: its numbers say
+nothing of quality, only that the pipeline and the tables' structure hold.
+"""
+import os
+import time
+
+from configs.vp_digits import get_config
+from models import restore_for_inference
+from samplers.draw import score_and_variance_fns
+from sde_lib import get_sde
+from training.trainer import train
+from utils.checkpoint import list_checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKDIR = os.path.join(ROOT, 'runs', 'bench_digits')
+QUICK_WORKDIR = os.path.join(ROOT, 'runs', 'bench_digits_quick')
+
+
+def digits_config(quick=False):
+  """vp_digits as the demo trains it (3,000 steps of 64); --quick: a tiny network, 20 steps."""
+  config = get_config()
+  if quick:
+    config.model.nf, config.model.num_groups = 8, 4
+    config.training.n_iters, config.training.batch_size = 20, 32
+    config.training.snapshot_freq, config.training.snapshot_sampling = 20, False
+  return config
+
+
+def trained_digits(device, workdir=None, quick=False):
+  """(config, model with EMA weights, sde, score_fn, training seconds or None if reused):
+  trains `digits_config(quick)` in `workdir` unless a run of its n_iters is there."""
+  config = digits_config(quick)
+  workdir = workdir or (QUICK_WORKDIR if quick else WORKDIR)
+  seconds = None
+  steps = [step for step, _ in list_checkpoints(workdir)]
+  if max(steps, default=0) < config.training.n_iters:
+    start = time.perf_counter()
+    train(config, workdir, progress=False)
+    seconds = time.perf_counter() - start
+  model, step, _ = restore_for_inference(config, workdir, '', device)
+  sde = get_sde(config)
+  score_fn = score_and_variance_fns(config, sde, model)[0]
+  return config, model, sde, score_fn, seconds
+
