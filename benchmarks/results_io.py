@@ -8,9 +8,11 @@ from utils.atomic import atomic_write
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
-def write_results(name, report, markdown):
-  """Write `report` (JSON-serialisable) and `markdown`; returns the path without extension."""
-  out = os.path.join(RESULTS, name)
+def write_results(name, report, markdown, out_dir=RESULTS):
+  """Write `report` (JSON-serialisable) and `markdown` to <out_dir>/<name>.{json,md}; returns
+  the path without extension."""
+  os.makedirs(out_dir, exist_ok=True)
+  out = os.path.join(out_dir, name)
   atomic_write(out + '.json', lambda f: f.write(json.dumps(report, indent=2).encode()))
   atomic_write(out + '.md', lambda f: f.write(markdown.encode()))
   return out
