@@ -8,6 +8,12 @@ from utils.atomic import atomic_write
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
+def results_dir(quick=False):
+  """Where a benchmark writes by default: benchmarks/results, and a --quick run (a check of the
+  pipeline, whose numbers mean little) under benchmarks/results/quick, never over the real ones."""
+  return os.path.join(RESULTS, 'quick') if quick else RESULTS
+
+
 def write_results(name, report, markdown, out_dir=RESULTS):
   """Write `report` (JSON-serialisable) and `markdown` to <out_dir>/<name>.{json,md}; returns
   the path without extension."""

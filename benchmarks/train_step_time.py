@@ -49,8 +49,10 @@ def apply_variant(training, variant):
       raise SystemExit(f"unknown option {option!r} in variant {variant!r}")
 
 
-def seconds_per_step(name, batch, steps, device, variant='fp32'):
+def seconds_per_step(name, batch, steps, device, variant='fp32', model=None):
+  """Seconds per training step of config `name` (config.model updated with `model`)."""
   config = importlib.import_module(f'configs.{name}').get_config()
+  config.model.update(model or {})
   config.training.batch_size = batch
   config.training.snapshot_sampling = False
   config.training.bound_images = 0
