@@ -204,6 +204,12 @@ def get_default_config():
   evaluate.inception_weights = ''     # local copy of clean-fid's Inception file
   evaluate.fid_mode = 'clean'         # clean-fid mode for Inception features: 'clean' (Parmar et al.
                                       # 2022) | 'legacy_tensorflow' (comparable with the papers' FID)
+  evaluate.inception_score_splits = 10  # Inception Score (and the digits classifier's): mean and
+                                      # std over this many splits of the samples (Salimans et al.)
+  evaluate.enable_fd_dinov2 = True    # FD-DINOv2 (Stein et al. 2023) on natural images (cifar10,
+                                      # folder), with KID and precision / recall in its features
+  evaluate.dinov2_weights_dir = ''    # directory holding dinov2_vitl14_pretrain.pth (the official
+                                      # DINOv2 release); '' = torch.hub's <hub dir>/checkpoints
   evaluate.vlb_num_images = 0         # test images for the DDPM bound; 0 = the whole split
   evaluate.vlb_variance = 'beta'      # the bound's reverse variance: 'beta' | 'beta_tilde'
                                       # (Ho et al.'s fixedlarge | fixedsmall) | 'learned' |

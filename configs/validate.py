@@ -20,6 +20,7 @@ RANGES = {
     'sampling.batch_size': (lambda v: v > 0, 'positive'),
     'sampling.num_samples': (lambda v: v > 0, 'positive'),
     'eval.batch_size': (lambda v: v > 0, 'positive'),
+    'eval.inception_score_splits': (lambda v: v > 0, 'a positive number of splits'),
     'optim.lr': (lambda v: v > 0, 'positive'),
     'model.label_dropout': (lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
     'sde.beta_min': (lambda v: v >= 0, '>= 0'),

@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: sample quality (FID), bits/dim by the probability-flow ODE, the DDPM
+"""Evaluate a checkpoint: sample quality (FID with KID, precision / recall and the Inception
+Score; FD-DINOv2 on natural images), bits/dim by the probability-flow ODE, the DDPM
 variational bound, score evaluations and wall time per sample; one row per sampler.
 
 Samplers compared in one call are `config.eval.samplers`, each a string of comma-separated
@@ -21,7 +22,8 @@ import os
 import torch
 
 from evaluation.bpd import split_bpd, split_score_bound, split_vlb
-from evaluation.fid import InceptionUnavailable, fid, get_feature_space
+from evaluation.dinov2 import DINOv2Unavailable
+from evaluation.fid import InceptionUnavailable, fid, get_dinov2_space, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, restore_for_inference
 from samplers.draw import (class_labels, data_sampler, network_statistic, sample_classes,
@@ -58,11 +60,12 @@ def parse_sampler_spec(spec, sampling):
   return sampling
 
 
-def feature_space(config, device, notes):
-  """The FID feature space, or None (with a note) when Inception weights are missing."""
+def feature_space(build, config, device, notes):
+  """build(config, device), a feature space (or None where it does not apply), or None with a
+  note when its network's weights are missing."""
   try:
-    return get_feature_space(config, device)
-  except InceptionUnavailable as err:
+    return build(config, device)
+  except (InceptionUnavailable, DINOv2Unavailable) as err:
     notes.append(str(err))
     return None
 
@@ -146,13 +149,14 @@ def format_number(value, digits=3):
 
 def table(reports):
   """A markdown table, one row per sampler."""
-  head = ('| sampler | NFE/sample | s/sample | FID | bits/dim (ODE) | bits/dim (VLB) |\n'
-          '|---|---|---|---|---|---|')
+  head = ('| sampler | NFE/sample | s/sample | FID | IS | FD-DINOv2 | bits/dim (ODE) | '
+          'bits/dim (VLB) |\n' + '|---' * 8 + '|')
   rows = []
   for r in reports:
-    fid_value = r.get('fid', {}).get('fid')
+    f, d = r.get('fid', {}), r.get('fd_dinov2', {})
     rows.append(f"| {r['sampler']} | {format_number(r['nfe_per_sample'], 1)} | "
-                f"{format_number(r['seconds_per_sample'], 4)} | {format_number(fid_value)} | "
+                f"{format_number(r['seconds_per_sample'], 4)} | {format_number(f.get('fid'))} | "
+                f"{format_number(f.get('inception_score'), 2)} | {format_number(d.get('fid'), 2)} | "
                 f"{format_number(r.get('bpd', {}).get('mean'))} | "
                 f"{format_number(r.get('vlb', {}).get('mean'))} |")
   return '\n'.join([head] + rows)
@@ -175,8 +179,19 @@ def markdown_report(report):
       lines.append(f"KID: {f['kid']:.5f}; precision {f['precision']:.3f}, recall {f['recall']:.3f} "
                    f"(k = 3 nearest neighbours, {f['precision_recall_size']} samples against as "
                    f"many reference points).")
+    if 'inception_score' in f:
+      lines.append(f"Inception Score: {f['inception_score']:.3f} +- {f['inception_score_std']:.3f} "
+                   f"(mean and std over {f['inception_score_splits']} splits; softmax over the "
+                   f"{f['num_classes']} classes of the {f['feature_space']} network).")
     if 'classifier_test_accuracy' in f:
       lines.append(f"Feature classifier test accuracy: {f['classifier_test_accuracy']:.3f}.")
+  if 'fd_dinov2' in report:
+    d = report['fd_dinov2']
+    lines.append(f"FD-DINOv2: {d['fid']:.3f}, Frechet distance in DINOv2 ViT-L/14 features (class "
+                 f"token, 224x224 bicubic) to {d['reference']}, {d['num_samples']} samples.")
+    if 'kid' in d:
+      lines.append(f"In DINOv2 features, KID: {d['kid']:.5f}; precision {d['precision']:.3f}, "
+                   f"recall {d['recall']:.3f} ({d['precision_recall_size']} samples).")
   if 'bpd' in report:
     r = report['bpd']
     lines.append(f"bits/dim (ODE): {r['mean']:.4f} +- {r['stderr']:.4f} over {r['num_images']} "
@@ -224,7 +239,10 @@ def evaluate(config, workdir):
     draws = [data_sampler(config, sde, model, device, sampling, checkpoint, workdir)
              for sampling in samplings]
   notes = []
-  space = feature_space(config, device, notes) if e.enable_fid and ddp.is_main else None
+  space = (feature_space(get_feature_space, config, device, notes)
+           if e.enable_fid and ddp.is_main else None)
+  dinov2 = (feature_space(get_dinov2_space, config, device, notes)
+            if e.enable_fd_dinov2 and ddp.is_main else None)
   score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
   numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint,
                                        ddp)
@@ -249,6 +267,8 @@ def evaluate(config, workdir):
               **numbers, 'notes': list(notes)}
     if space is not None:
       report['fid'] = fid(config, samples, device, space)
+    if dinov2 is not None:
+      report['fd_dinov2'] = fid(config, samples, device, dinov2)
     write_reports(out_dir, report)
     reports.append(report)
   if ddp.is_main:

@@ -13,6 +13,12 @@ reported as the floor a perfect model would reach:
   digits: the hidden layer of a small classifier trained by the project on the train split
           (evaluation/digits_classifier.py), run through clean-fid's feature pipeline;
   toy2d:  the 2-D points themselves.
+Where the space's network classifies (Inception's 1008 logits of the 2015 graph, the digits
+classifier's 10 classes), the Inception Score of its class probabilities is reported too
+(evaluation/sample_metrics.py). FD-DINOv2 (Stein et al. 2023) is the same distance in the
+features of DINOv2 ViT-L/14 (evaluation/dinov2.py), for the natural-image data sets, with
+weights the user places (config.eval.dinov2_weights_dir); images go through dgm-eval's
+preprocessing: PIL bicubic resize of the uint8 image to 224x224, then ImageNet's mean and std.
 The Frechet distance of finite samples is biased upwards by roughly 1/N, so the floor (the
 test split's N: 300 digits, 20,000 points) is comparable to a score from a similar N.
 The reference statistics are clean-fid's published CIFAR-10 statistics for the mode when their
@@ -28,13 +34,15 @@ from typing import Callable, Optional
 import cleanfid
 import numpy as np
 import torch
+from PIL import Image
 from cleanfid import fid as cleanfid_fid
 from cleanfid.downloads_helper import check_download_inception, inception_url
 from cleanfid.inception_torchscript import InceptionV3W
 
 from data import get_eval_dataset
 from evaluation.digits_classifier import load_or_train_digits_classifier
-from evaluation.sample_metrics import kid, precision_recall
+from evaluation.dinov2 import load_dinov2
+from evaluation.sample_metrics import inception_score, kid, precision_recall
 from evaluation.shards import to_storage
 from utils.atomic import save_npz_atomic
 from utils.errors import ConfigError
@@ -45,6 +53,9 @@ CLEANFID_WEIGHTS_DIR = './' if platform.system() == 'Windows' else '/tmp'
 CLEANFID_STATS_DIR = os.path.join(os.path.dirname(cleanfid.__file__), 'stats')
 FID_MODES = ('clean', 'legacy_tensorflow')
 REFERENCE_FEATURES = 10_000   # reference features kept beside computed statistics (KID, P/R)
+DINOV2_DATASETS = ('cifar10', 'folder')   # natural images, where DINOv2 features mean something
+DINOV2_SIZE = 224
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class InceptionUnavailable(RuntimeError):
@@ -87,6 +98,16 @@ class FeatureSpace:
   channels: Optional[int]        # grey images are repeated to this many channels
   floor: bool                    # also report the train-vs-test distance
   info: dict                     # reported with the distance
+  classify: Optional[Callable] = None  # [N, F] features -> [N, C] p(y|x) by the network's own
+                                       # classifier head (Inception Score); None: no classes
+
+
+def softmax_head(weight, bias=None):
+  """A classifier head on features: [N, F] -> softmax(features W^T + b), float64."""
+  weight = weight.detach().double().cpu()
+  bias = None if bias is None else bias.detach().double().cpu()
+  return lambda features: torch.softmax(
+      torch.nn.functional.linear(torch.as_tensor(features, dtype=torch.float64), weight, bias), 1)
 
 
 def inception_weights_dir(config):
@@ -132,15 +153,18 @@ def inception_space(config, device):
     path = os.path.join(weights_dir, INCEPTION_FILE)
     raise InceptionUnavailable(f"FID skipped: {path} could not be loaded as clean-fid's TorchScript "
                                f"Inception ({type(e).__name__}); replace it with {inception_url}") from None
+  # The 2015 graph's 1008 logits without their bias, as Salimans et al.'s Inception Score code
+  # (and StyleGAN's, EDM's) took them: softmax(pool3 W).
   return FeatureSpace('inception', model, resize=None, mode=mode, channels=3, floor=False,
-                      info={'fid_mode': mode})
+                      info={'fid_mode': mode}, classify=softmax_head(model.base.output.weight))
 
 
 def digits_space(config, device):
   classifier, accuracy = load_or_train_digits_classifier(config.data.root, device)
   return FeatureSpace('digits_classifier', lambda x: classifier.features(x / 255),
                       resize=lambda image: image, mode=None, channels=None, floor=True,
-                      info={'classifier_test_accuracy': accuracy})
+                      info={'classifier_test_accuracy': accuracy},
+                      classify=softmax_head(classifier.head.weight, classifier.head.bias))
 
 
 def points_space(config, device):
@@ -150,6 +174,30 @@ def points_space(config, device):
 # data set -> feature space builder(config, device)
 FEATURE_SPACES = {'cifar10': inception_space, 'folder': inception_space, 'digits': digits_space,
                   'toy2d': points_space}
+
+
+def dinov2_weights_dir(config):
+  """config.eval.dinov2_weights_dir, or torch.hub's checkpoint folder (where torch.hub.load of
+  facebookresearch/dinov2's dinov2_vitl14 leaves the file)."""
+  return config.eval.dinov2_weights_dir or os.path.join(torch.hub.get_dir(), 'checkpoints')
+
+
+def dinov2_resize(image):
+  """[H, W, 3] image in [0, 255] -> 224x224 by PIL's bicubic filter on the uint8 image (dgm-eval)."""
+  image = Image.fromarray(image.astype(np.uint8)).resize((DINOV2_SIZE, DINOV2_SIZE), Image.BICUBIC)
+  return np.asarray(image, np.float32)
+
+
+def get_dinov2_space(config, device):
+  """DINOv2 ViT-L/14 features for FD-DINOv2, or None for data that are not natural images.
+  Raises evaluation.dinov2.DINOv2Unavailable when the weights are missing."""
+  if config.data.dataset not in DINOV2_DATASETS:
+    return None
+  model = load_dinov2(dinov2_weights_dir(config), device)
+  mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+  std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+  return FeatureSpace('dinov2_vitl14', lambda x: model((x / 255 - mean) / std), resize=dinov2_resize,
+                      mode=None, channels=3, floor=False, info={})
 
 
 def get_feature_space(config, device):
@@ -227,7 +275,9 @@ def fid(config, samples, device='cpu', space=None):
   InceptionUnavailable when Inception is needed and missing. Where the reference features are
   at hand (statistics computed here, not clean-fid's published ones) the result also has 'kid'
   and 'precision', 'recall' (evaluation/sample_metrics.py) of the first
-  'precision_recall_size' samples against as many reference features."""
+  'precision_recall_size' samples against as many reference features. Where the space
+  classifies, 'inception_score', 'inception_score_std' over 'inception_score_splits' splits
+  (config.eval.inception_score_splits, at most one per sample) of its 'num_classes'."""
   space = space or get_feature_space(config, device)
   batch_size = config.eval.batch_size
   mu_ref, sigma_ref, _, reference, ref_features = reference_statistics(config, space, 'train',
@@ -241,6 +291,11 @@ def fid(config, samples, device='cpu', space=None):
     result['kid'] = kid(features, ref_features)
     result['precision'], result['recall'] = precision_recall(features[:size], ref_features[:size])
     result['precision_recall_size'] = size
+  if space.classify is not None:
+    probs = space.classify(features)
+    splits = min(config.eval.inception_score_splits, len(probs))
+    result['inception_score'], result['inception_score_std'] = inception_score(probs, splits)
+    result['inception_score_splits'], result['num_classes'] = splits, probs.shape[1]
   if space.floor:
     mu_test, sigma_test, n_test, _, _ = reference_statistics(config, space, 'test', batch_size,
                                                              device)

@@ -8,6 +8,12 @@ Precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the unio
 around its points with radius the distance to their k-th nearest neighbour in the set (k = 3);
 precision is the fraction of samples inside the reference's manifold, recall the fraction of
 reference points inside the samples'.
+
+Inception Score (Salimans et al. 2016): IS = exp(E_x KL(p(y|x) || p(y))) with p(y) the mean of
+p(y|x) over the samples, i.e. exp of the mutual information between image and class; as in
+their code, the mean and standard deviation over consecutive splits of the samples (10), each
+split with its own p(y). Between 1 (every image gets the same class distribution) and the
+number of classes (confident predictions spread evenly over them).
 """
 import numpy as np
 import torch
@@ -51,3 +57,20 @@ def precision_recall(features, reference, k=PR_NEIGHBOURS):
   precision = inside(features, reference, neighbour_radii(reference, k)).double().mean().item()
   recall = inside(reference, features, neighbour_radii(features, k)).double().mean().item()
   return precision, recall
+
+
+def inception_score(probs, splits=10):
+  """(mean, std) over `splits` consecutive parts of [N, C] class probabilities p(y|x) of
+  exp(mean_x sum_y p(y|x) (log p(y|x) - log p(y))), p(y) the part's mean; part i is
+  [i N // splits, (i + 1) N // splits), as in Salimans et al.'s code. 0 log 0 counts as 0."""
+  probs = torch.as_tensor(probs, dtype=torch.float64)
+  n = len(probs)
+  if not 1 <= splits <= n:
+    raise ValueError(f"inception_score needs 1 <= splits <= number of samples, got {splits} and {n}")
+  scores = []
+  for i in range(splits):
+    part = probs[i * n // splits:(i + 1) * n // splits]
+    marginal = part.mean(0, keepdim=True)
+    kl = (torch.special.xlogy(part, part) - torch.special.xlogy(part, marginal)).sum(1)
+    scores.append(kl.mean().exp().item())
+  return float(np.mean(scores)), float(np.std(scores))

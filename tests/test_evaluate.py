@@ -15,7 +15,8 @@ from evaluation import fid as fid_lib
 from evaluation.bpd import BPD, SCORE_BOUND, VLB
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from evaluation.evaluate import evaluate, parse_sampler_spec
-from evaluation.sample_metrics import kid, precision_recall
+from evaluation.dinov2 import DINOV2_FILE
+from evaluation.sample_metrics import inception_score, kid, precision_recall
 from evaluation.score_bound import bound_bpd
 from evaluation.shards import from_storage, to_storage
 from evaluation.vlb import vlb
@@ -268,9 +269,17 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
     floor = fid_lib.frechet_distance(mu_test, sigma_test, mu_train, sigma_train)
     assert f['train_test_floor'] == pytest.approx(floor, rel=1e-6) and f['fid'] > floor
     assert 'fid_mode' not in f   # a clean-fid mode means nothing for these features
+    # The digit IS: the classifier's own softmax of the saved samples, 10 splits (float32
+    # features: 1e-6). No FD-DINOv2 for digits, which are not natural images, and no note.
+    with torch.no_grad():
+      probs = torch.softmax(classifier(from_storage(samples)).double(), 1)
+    assert (f['inception_score'], f['inception_score_std']) == pytest.approx(
+        inception_score(probs, 10), rel=1e-6)
+    assert 'fd_dinov2' not in report and not any('DINOv2' in note for note in report['notes'])
     with open(os.path.join(out_dir, 'report.md')) as md:
       text = md.read()
     for line in (f"{f['fid']:.3f}", f"KID: {f['kid']:.5f}", f"{report['bpd']['mean']:.4f}",
+                 f"Inception Score: {f['inception_score']:.3f} +- {f['inception_score_std']:.3f}",
                  f"{report['vlb']['mean']:.4f}",
                  f'reverse variance beta (Ho et al. fixedlarge), {sde.N}-step chain'):
       assert line in text
@@ -310,17 +319,24 @@ def test_evaluate_reports_the_numbers_a_direct_computation_gives(tmp_path, capsy
 
   # Without Inception weights (and no network), a data set that needs them gets one clear
   # message, FID is skipped, and the rest of the report is still written; the shards of the
-  # first call are reused.
+  # first call are reused. The same for FD-DINOv2 without its weights (the digits admitted
+  # as natural images for the occasion).
   monkeypatch.setattr(fid_lib, 'CLEANFID_WEIGHTS_DIR', str(tmp_path / 'no_weights'))
   monkeypatch.setattr('cleanfid.downloads_helper.inception_url', 'http://unreachable.invalid/x.pt')
   monkeypatch.setitem(fid_lib.FEATURE_SPACES, 'digits', fid_lib.inception_space)
+  monkeypatch.setattr(fid_lib, 'DINOV2_DATASETS', ('digits',))
+  config.eval.dinov2_weights_dir = str(tmp_path / 'no_dinov2')
   config.eval.enable_bpd = config.eval.enable_vlb = False
   again = evaluate(config, workdir)
   printed = capsys.readouterr().out
   assert printed.count('FID skipped') == 1 and fid_lib.INCEPTION_FILE in printed
+  assert printed.count('FD-DINOv2 skipped') == 1 and DINOV2_FILE in printed
   for report, first in zip(again, reports):
     assert report['key'] == first['key'] and report['seconds_per_sample'] == first['seconds_per_sample']
-    assert 'fid' not in report and report['nfe_per_sample'] == first['nfe_per_sample']
-    assert any('FID skipped' in note for note in report['notes'])
+    assert 'fid' not in report and 'fd_dinov2' not in report
+    assert report['nfe_per_sample'] == first['nfe_per_sample'] and 'score_bound' in report
+    for skipped in ('FID skipped', 'FD-DINOv2 skipped'):
+      assert any(skipped in note for note in report['notes'])
     with open(os.path.join(workdir, 'eval', report['key'], 'report.md')) as f:
-      assert 'FID skipped' in f.read()
+      text = f.read()
+    assert 'FID skipped' in text and 'FD-DINOv2 skipped' in text

@@ -1,6 +1,6 @@
 """Frechet distance against closed forms; clean-fid's pipeline with the project's digits
 features; the clean-fid mode reaching clean-fid; sample shards that resume; the offline
-Inception message."""
+Inception message; the Inception Score of each space's classifier; the FD-DINOv2 space."""
 import os
 
 import numpy as np
@@ -9,9 +9,12 @@ import scipy.linalg
 import torch
 
 from configs.default import get_default_config
+from cubic_oracle import pil_bicubic
+from evaluation import dinov2 as dinov2_lib
 from evaluation import fid as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier, train_digits_classifier
 from evaluation.evaluate import markdown_report
+from evaluation.sample_metrics import inception_score
 from evaluation.shards import from_storage, generate_shards, to_storage
 from samplers.draw import draw_samples
 from utils.errors import ConfigError
@@ -163,15 +166,21 @@ def test_offline_inception_message(tmp_path, monkeypatch):
 
 class FakeInception(torch.nn.Module):
   """Stands in for clean-fid's TorchScript Inception (whose weights cannot be downloaded here):
-  records how it was built and the images it is given; two features per image."""
+  records how it was built and the images it is given; two features per image, about 0 for
+  uniform noise (so that its logits layer below gives probabilities that vary)."""
   calls = []
 
   def __init__(self, path, download=True, resize_inside=False):
     super().__init__()
     self.resize_inside = resize_inside
+    self.base = torch.nn.Module()   # the TorchScript's 2048 -> 1008 logits layer, here 2 -> 3
+    self.base.output = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+      self.base.output.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+      self.base.output.bias.copy_(torch.tensor([1.0, -1.0, 0.5]))
 
   def forward(self, x):
-    features = torch.stack([x.mean((1, 2, 3)), x[:, 0].std((1, 2))], 1)
+    features = torch.stack([x.mean((1, 2, 3)) - 127.5, x[:, 0].std((1, 2)) - x[:, 1].std((1, 2))], 1)
     FakeInception.calls.append((self.resize_inside, tuple(x.shape[1:]), features))
     return features
 
@@ -191,6 +200,7 @@ def test_fid_mode_reaches_clean_fid(tmp_path, monkeypatch):
     np.savez(tmp_path / f'cifar10_{mode}_train_32.npz', mu=mu, sigma=sigma)
   config = get_default_config()
   config.eval.inception_weights, config.eval.batch_size = str(weights), 4
+  config.eval.inception_score_splits = 2
   samples = np.random.default_rng(4).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
   for mode, inside, shape in (('clean', False, (3, 299, 299)), ('legacy_tensorflow', True, (3, 32, 32))):
     config.eval.fid_mode = mode
@@ -201,6 +211,14 @@ def test_fid_mode_reaches_clean_fid(tmp_path, monkeypatch):
     features = torch.cat([f for _, _, f in FakeInception.calls])[:6].double().numpy()
     want = fid_lib.frechet_distance(*fid_lib.feature_statistics(features), *stats[mode])
     assert result['fid'] == pytest.approx(want, rel=1e-9) and result['fid_mode'] == mode
+    # Inception Score from the same features through the logits layer without its bias (as
+    # Salimans et al.'s code), softmax over all its classes, 2 splits: float64, 1e-9.
+    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    probs = torch.softmax(torch.from_numpy(features) @ weight.T, 1)
+    assert (result['inception_score'], result['inception_score_std']) == pytest.approx(
+        inception_score(probs, 2), rel=1e-9)
+    assert result['inception_score'] > 1.1   # measured 1.28, 1.29: the probabilities vary
+    assert result['num_classes'] == 3 and result['inception_score_splits'] == 2
     assert f'cifar10_{mode}_train_32.npz' in result['reference']
     report = {'checkpoint': 'ckpt_1', 'step': 1, 'sampler': 'pc', 'nfe_per_sample': 1,
               'seconds_per_sample': 1.0, 'fid': result, 'notes': []}
@@ -211,3 +229,87 @@ def test_fid_mode_reaches_clean_fid(tmp_path, monkeypatch):
       config.data.dataset = dataset
       with pytest.raises(ConfigError, match='legacy_tensorflow'):
         fid_lib.get_feature_space(config, 'cpu')
+
+
+def test_digits_inception_score(digits_root):
+  """The 'digit IS' from the classifier's head on the features of clean-fid's pipeline: its
+  probabilities equal the classifier's own softmax of the stored images (float32 features:
+  1e-6). The test split (300 digits, classes 26-36 each; accuracy 0.97) gives an IS near but
+  below 10, the bound exp H(p(y)) (measured 9.58 in one split; 8.4 in 10 splits of 30, whose
+  class counts vary more); the 29 threes give < 1.5 (measured 1.24); one digit repeated gives 1
+  exactly, whatever the splits. fid() reports the 10-split score of the same probabilities."""
+  config = digits_config(digits_root)
+  space = fid_lib.get_feature_space(config, 'cpu')
+  test = fid_lib.dataset_samples(config, 'test')
+  labels = fid_lib.get_eval_dataset(config, 'test').base.tensors[1]
+  probs = space.classify(fid_lib.extract_features(space, test, batch_size=128))
+  classifier, _ = load_or_train_digits_classifier(str(digits_root))
+  with torch.no_grad():
+    direct = torch.softmax(classifier(from_storage(test)).double(), 1)
+  assert probs.shape == (300, 10) and torch.allclose(probs, direct, atol=1e-6)
+  assert 9 < inception_score(probs, splits=1)[0] < 10
+  assert inception_score(probs[labels == 3], splits=1)[0] < 1.5
+  assert inception_score(probs[[5] * 40], splits=10) == pytest.approx((1.0, 0.0), abs=1e-12)
+  result = fid_lib.fid(config, test[:60])   # 60 samples: KID, computed beside, stays cheap
+  assert (result['inception_score'], result['inception_score_std']) == pytest.approx(
+      inception_score(direct[:60], 10), rel=1e-6)
+  assert result['num_classes'] == 10 and result['inception_score_splits'] == 10
+
+
+def tiny_dinov2(tmp_path, monkeypatch):
+  """A 1-block DINOv2 (width 32, random) standing in for ViT-L/14, whose weights cannot be
+  downloaded here, saved where eval.dinov2_weights_dir points."""
+  monkeypatch.setattr(dinov2_lib, 'VITL14', dict(embed_dim=32, depth=1, num_heads=2))
+  torch.manual_seed(0)
+  torch.save(dinov2_lib.DINOv2(**dinov2_lib.VITL14).state_dict(), tmp_path / dinov2_lib.DINOV2_FILE)
+  return dinov2_lib.load_dinov2(str(tmp_path))
+
+
+def test_dinov2_space(digits_root, tmp_path, monkeypatch):
+  """Constant-colour images stay constant under any resize: through the space they must reach
+  the network at 224 x 224 as (c / 255 - ImageNet mean) / std per channel, built here by hand
+  (float32: 1e-5). With the digits admitted as natural images (they are not: None before),
+  the train split's statistics are cached under a name of their own (the resize cut to 28 px
+  to keep 1497 images fast), and fid() in this space is the distance of the samples' features
+  to them (1e-9), with no Inception Score (DINOv2 has no classifier); the report gets its lines."""
+  model = tiny_dinov2(tmp_path, monkeypatch)
+  config = digits_config(digits_root)
+  config.eval.dinov2_weights_dir = str(tmp_path)
+  assert fid_lib.get_dinov2_space(config, 'cpu') is None
+  monkeypatch.setattr(fid_lib, 'DINOV2_DATASETS', ('digits',))
+  space = fid_lib.get_dinov2_space(config, 'cpu')
+  colours = np.random.default_rng(5).integers(0, 256, size=(5, 1, 1, 3), dtype=np.uint8)
+  features = fid_lib.extract_features(space, np.repeat(np.repeat(colours, 8, 1), 8, 2), batch_size=4)
+  mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])   # ImageNet's
+  x = (torch.from_numpy(colours[:, 0, 0]).double() / 255 - mean) / std
+  with torch.no_grad():
+    want = model(x.float()[:, :, None, None].expand(-1, -1, 224, 224)).double().numpy()
+  assert features.shape == (5, 32) and np.allclose(features, want, atol=1e-5)
+
+  monkeypatch.setattr(fid_lib, 'DINOV2_SIZE', 28)
+  train = fid_lib.dataset_samples(config, 'train')
+  mu, sigma, count, _, features = fid_lib.reference_statistics(config, space, 'train')
+  assert count == len(train) and mu.shape == (32,)
+  assert os.path.exists(os.path.join(digits_root, 'fid_stats', 'digits_dinov2_vitl14_train_8.npz'))
+  result = fid_lib.fid(config, train[:50], space=space)   # 50 samples: KID stays cheap
+  want = fid_lib.frechet_distance(*fid_lib.feature_statistics(features[:50]), mu, sigma)
+  assert result['feature_space'] == 'dinov2_vitl14' and result['fid'] == pytest.approx(want, rel=1e-9)
+  assert 'inception_score' not in result and 'kid' in result
+  report = {'checkpoint': 'ckpt_1', 'step': 1, 'sampler': 'pc', 'nfe_per_sample': 1,
+            'seconds_per_sample': 1.0, 'fd_dinov2': result, 'notes': []}
+  text = markdown_report(report)
+  assert f"FD-DINOv2: {result['fid']:.3f}" in text and 'In DINOv2 features, KID' in text
+
+
+def test_dinov2_resize_is_pil_bicubic():
+  """dgm-eval's resize, PIL's bicubic filter on the uint8 image, against cubic convolution
+  (a = -0.5) written out: PIL resizes the rows first and stores them in 8 bits (rounded,
+  clipped) before the columns, so the oracle does too. Within 1.5 grey levels: the final
+  rounding and PIL's fixed-point weights (measured 0.5 here, 1.1 from 32 px); a bilinear
+  filter is 44 levels off."""
+  image = np.random.default_rng(6).integers(0, 256, size=(8, 8, 3)).astype(np.float64)
+  weights = pil_bicubic(8, 224)
+  rows = np.clip(np.round(np.einsum('ijc,sj->isc', image, weights)), 0, 255)
+  want = np.clip(np.einsum('ri,isc->rsc', weights, rows), 0, 255)
+  got = fid_lib.dinov2_resize(image.astype(np.float32))
+  assert got.shape == (224, 224, 3) and np.abs(got - want).max() <= 1.5
