@@ -8,7 +8,9 @@ budget of score evaluations (nfe; 5 10 20 50 100 200 1000; a sampler whose least
 a budget is skipped there):
 - ours through `get_sampler` with `config.sampling.steps` chosen so that nfe <= budget: each
   fast sampler at its registry default (samplers/registry.py), and the paper's ancestral,
-  Euler-Maruyama and probability-flow Euler;
+  Euler-Maruyama and probability-flow Euler; DPM-Solver-v3's EMS from 512 exact samples on the
+  default grid of 1200 intervals, computed once and timed apart (999 steps need a finer grid:
+  it sits out the budget 1000);
 - k-diffusion's Euler, Heun and DPM-Solver++(2M) on Karras sigmas from sigma(T) down to
   sigma(eps = 1e-3) and then 0, as k-diffusion ends, with the most steps whose counted denoiser
   calls fit the budget, and DPM-Solver-adaptive at a few tolerances, each landing in the
@@ -41,7 +43,8 @@ deterministic sampler converges to the same value for one x_T, which may lie a s
 the floor, and a stochastic one draws other noise. So each number is the mean over --seeds
 draws of x_T, and a difference below the noise of two such means is a tie.
 
-Writes benchmarks/results/sampler_quality.{json,md} (another --sde: sampler_quality_<sde>):
+Writes benchmarks/results/sampler_quality.{json,md} (another --sde: sampler_quality_<sde>;
+--quick, a check of the pipeline in about 20 s: under benchmarks/results/quick):
 first, per mixture, sliced W2, NLL gap and flow error at 10 and 20 evaluations of ours and of
 each public sampler at its best setting there, beside the floor; then the plots
 sampler_quality_<dim>d.png (each metric against the evaluations, log-log), per budget our best
@@ -672,11 +675,11 @@ def write_ranking(sde, dims, out):
   print(f"wrote {path}")
 
 
-# The first tables' rows: ours at their defaults, then each public sampler at its best setting
-# per cell. A row's label and how to find its runs.
 def table_rows(sweep):
+  """The first tables' rows, (label, side, sampler): ours at their registry defaults, then each
+  public sampler (its cells: its best setting there)."""
   ours = [(f"{sampler} ({setting})", 'ours', sampler)
-          for sampler, setting, _, _, default in our_runs(False)]
+          for sampler, setting, *_ in our_runs(False)]
   return ours + [(f"{side} {sampler}", side, sampler) for side, sampler in public_samplers(sweep)]
 
 
@@ -778,7 +781,8 @@ def markdown(reports, run):
     lines += ['', f"## {report['mixture']}: all runs", ''] + runs_lines(report)
     if report['skipped']:
       lines += ['', f"## {report['mixture']}: skipped", ''] + skipped_lines(report)
-  return '\n'.join(lines) + '\n'
+    lines.append('')
+  return '\n'.join(lines).rstrip('\n') + '\n'
 
 
 def write_default(reports, run, out):
