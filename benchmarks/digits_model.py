@@ -5,6 +5,7 @@ benchmarks/likelihood_accuracy.py measure the same network and train it once bet
 --quick benchmarks use a tiny stand-in (nf 8, 20 steps) in their own workdir: its numbers say
 nothing of quality, only that the pipeline and the tables' structure hold.
 """
+import fcntl
 import os
 import time
 
@@ -36,11 +37,16 @@ def trained_digits(device, workdir=None, quick=False):
   config = digits_config(quick)
   workdir = workdir or (QUICK_WORKDIR if quick else WORKDIR)
   seconds = None
-  steps = [step for step, _ in list_checkpoints(workdir)]
-  if max(steps, default=0) < config.training.n_iters:
-    start = time.perf_counter()
-    train(config, workdir, progress=False)
-    seconds = time.perf_counter() - start
+  os.makedirs(os.path.dirname(os.path.abspath(workdir)), exist_ok=True)
+  # Benchmarks run side by side (tests/test_benchmarks.py) train the model once: the second
+  # waits for the first and reuses its run.
+  with open(os.path.abspath(workdir) + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    steps = [step for step, _ in list_checkpoints(workdir)]
+    if max(steps, default=0) < config.training.n_iters:
+      start = time.perf_counter()
+      train(config, workdir, progress=False)
+      seconds = time.perf_counter() - start
   model, step, _ = restore_for_inference(config, workdir, '', device)
   sde = get_sde(config)
   score_fn = score_and_variance_fns(config, sde, model)[0]
