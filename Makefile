@@ -26,7 +26,7 @@ $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed
 
 setup: $(VENV)/.installed
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VENV)/.installed-bench
 	$(PY) -m pytest -q tests
 
 bench-deps: $(VENV)/.installed-bench
