@@ -15,6 +15,7 @@ from benchmarks.readme_tables import (  # noqa: E402
 
 # script -> the results files whose first sections the README shows
 SCRIPTS = {
+    'digits.py': ['digits.md'],
     'likelihood_accuracy.py': ['likelihood_accuracy.md'],
     'sampler_quality.py': ['sampler_quality.md'],
     'throughput.py': ['throughput_cpu.md'],
