@@ -134,14 +134,15 @@ def test_song_et_al_configs_match_score_sde(name):
 # The papers' numbers, not measured here: (table row, FID, probability-flow ODE FID, bits/dim)
 # as the config's docstring and README.md's table quote them (Song et al. 2021 Tables 3 and 2;
 # Ho et al. 2020 Table 1).
-REPORTED = {
-    'ddpm_cifar10': ('Table 1 row "Ours (L_simple)"', '3.17', None, '3.75'),
-    'vp_cifar10': ('Table 3 row "DDPM++ cont. (VP)"', '2.55', '3.93', '3.16'),
-    'vp_cifar10_deep': ('Table 3 row "DDPM++ cont. (deep, VP)"', '2.41', '3.08', '3.13'),
-    'subvp_cifar10': ('Table 3 row "DDPM++ cont. (sub-VP)"', '2.61', '3.16', '3.02'),
-    'subvp_cifar10_deep': ('Table 3 row "DDPM++ cont. (deep, sub-VP)"', '2.41', '2.92', '2.99'),
-    've_cifar10': ('Table 3 row "NCSN++ cont. (VE)"', '2.38', None, None),
-    've_cifar10_deep': ('Table 3 row "NCSN++ cont. (deep, VE)"', '2.20', None, None),
+REPORTED = {   # table row, FID, IS, probability-flow ODE FID, bits/dim
+    'ddpm_cifar10': ('Table 1 row "Ours (L_simple)"', '3.17', '9.46', None, '3.75'),
+    'vp_cifar10': ('Table 3 row "DDPM++ cont. (VP)"', '2.55', '9.58', '3.93', '3.16'),
+    'vp_cifar10_deep': ('Table 3 row "DDPM++ cont. (deep, VP)"', '2.41', '9.68', '3.08', '3.13'),
+    'subvp_cifar10': ('Table 3 row "DDPM++ cont. (sub-VP)"', '2.61', '9.56', '3.16', '3.02'),
+    'subvp_cifar10_deep': ('Table 3 row "DDPM++ cont. (deep, sub-VP)"', '2.41', '9.57', '2.92',
+                           '2.99'),
+    've_cifar10': ('Table 3 row "NCSN++ cont. (VE)"', '2.38', '9.83', None, None),
+    've_cifar10_deep': ('Table 3 row "NCSN++ cont. (deep, VE)"', '2.20', '9.89', None, None),
 }
 
 
@@ -156,16 +157,17 @@ def test_adaptive_sde_tolerance_is_one_8_bit_level(name):
 
 @pytest.mark.parametrize('name', sorted(REPORTED))
 def test_docstring_and_readme_quote_the_reported_numbers(name):
-  row, fid, ode_fid, bpd = REPORTED[name]
+  row, fid, inception_score, ode_fid, bpd = REPORTED[name]
   doc = ' '.join(importlib.import_module(f'configs.{name}').__doc__.split())
   assert row in doc and f'FID {fid}' in doc and 'reported by the paper, not measured here' in doc
+  assert f'IS {inception_score}' in doc
   assert ode_fid is None or f'ODE FID {ode_fid}' in doc
   assert bpd is None or f'{bpd} bits/dim' in doc
   with open(README) as f:
     lines = [line for line in f if line.startswith(f'| `{name}` |')]
   assert len(lines) == 1, f'README.md needs one table row for {name}'
-  fid_cell, ode_cell, bpd_cell = [cell.strip() for cell in lines[0].split('|')[3:-1]]
-  assert (fid_cell, ode_cell) == (fid, ode_fid or '-')
+  fid_cell, is_cell, ode_cell, bpd_cell = [cell.strip() for cell in lines[0].split('|')[3:-1]]
+  assert (fid_cell, is_cell, ode_cell) == (fid, inception_score, ode_fid or '-')
   assert (bpd_cell == '-') if bpd is None else bpd_cell.endswith(bpd)
 
 
