@@ -58,8 +58,7 @@ from benchmarks.results_io import partial_row, results_dir, write_results  # noq
 from data import get_eval_dataset  # noqa: E402
 from evaluation.digits_classifier import load_or_train_digits_classifier  # noqa: E402
 from evaluation.evaluate import likelihood_numbers  # noqa: E402
-from evaluation.fid import (extract_features, feature_statistics, frechet_distance,  # noqa: E402
-                            get_feature_space, reference_statistics)
+from evaluation.fid import fid, get_feature_space  # noqa: E402
 from evaluation.shards import from_storage, to_storage  # noqa: E402
 from samplers.draw import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
 from samplers.registry import FAST_SAMPLERS, resolved_sampling  # noqa: E402
@@ -121,23 +120,15 @@ def sampling_config(config, overrides, steps, quick):
 
 
 class Judge:
-  """The digit Frechet distance of samples' first test-split-size features to the train split's
-  (all of them when fewer), beside the floor: the test split's distance at that size, as
-  evaluation.fid.fid reports them (without its KID, which costs seconds a call); and the
-  digit classifier's mean max-softmax probability on the samples."""
+  """evaluation.fid.fid's digit Frechet distance of samples' first test-split-size features to
+  the train split (all of them when fewer), beside its floor, the test split's distance (without
+  fid's KID, precision / recall and IS, which cost seconds a call); and the digit classifier's
+  mean max-softmax probability on the samples."""
 
   def __init__(self, config, device):
     self.config, self.device = config, device
     self.space = get_feature_space(config, device)
     self.classifier = load_or_train_digits_classifier(config.data.root, device)[0]
-    mu, sigma, _, _, _ = self.statistics('train')
-    mu_test, sigma_test, self.size, _, _ = self.statistics('test')
-    self.train = mu, sigma
-    self.floor = frechet_distance(mu_test, sigma_test, mu, sigma)
-
-  def statistics(self, split):
-    return reference_statistics(self.config, self.space, split, self.config.eval.batch_size,
-                                self.device)
 
   def confidence(self, stored):
     with torch.no_grad():
@@ -147,12 +138,11 @@ class Judge:
   def __call__(self, samples):
     """Data-space samples -> their numbers, judged in stored form (as FID sees them)."""
     stored = to_storage(samples)
-    features = extract_features(self.space, stored, self.config.eval.batch_size, self.device)
-    first = features[:self.size]
-    return {'fd': frechet_distance(*feature_statistics(first), *self.train),
-            'fd_size': len(first), 'floor': self.floor,
-            'fd_all': frechet_distance(*feature_statistics(features), *self.train),
-            'confidence': self.confidence(stored), 'picture': stored[:PICTURE_COLUMNS].tolist()}
+    result = fid(self.config, stored, self.device, self.space, sample_metrics=False)
+    return {'fd': result.get('fid_at_floor_size', result['fid']),
+            'fd_size': result.get('floor_size', len(stored)), 'floor': result['train_test_floor'],
+            'fd_all': result['fid'], 'confidence': self.confidence(stored),
+            'picture': stored[:PICTURE_COLUMNS].tolist()}
 
 
 def run_cell(config, model, sde, device, checkpoint, sampling, num_samples, judge):

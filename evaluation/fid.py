@@ -266,7 +266,7 @@ def reference_statistics(config, space, split, batch_size=100, device='cpu'):
           stats['features'].astype(np.float64))
 
 
-def fid(config, samples, device='cpu', space=None):
+def fid(config, samples, device='cpu', space=None, sample_metrics=True):
   """Frechet distance of stored samples to the train split in the data set's feature space
   (`space`, default get_feature_space): {'fid', 'feature_space', 'reference', 'num_samples',
   ['fid_mode'], ['train_test_floor', 'fid_at_floor_size', 'floor_size'], ...}. The floor is
@@ -277,7 +277,8 @@ def fid(config, samples, device='cpu', space=None):
   and 'precision', 'recall' (evaluation/sample_metrics.py) of the first
   'precision_recall_size' samples against as many reference features. Where the space
   classifies, 'inception_score', 'inception_score_std' over 'inception_score_splits' splits
-  (config.eval.inception_score_splits, at most one per sample) of its 'num_classes'."""
+  (config.eval.inception_score_splits, at most one per sample) of its 'num_classes'.
+  sample_metrics=False leaves KID, precision / recall and IS out (KID costs seconds a call)."""
   space = space or get_feature_space(config, device)
   batch_size = config.eval.batch_size
   mu_ref, sigma_ref, _, reference, ref_features = reference_statistics(config, space, 'train',
@@ -286,12 +287,12 @@ def fid(config, samples, device='cpu', space=None):
   result = {'fid': frechet_distance(*feature_statistics(features), mu_ref, sigma_ref),
             'feature_space': space.name, 'reference': reference, 'num_samples': len(samples),
             **space.info}
-  if ref_features is not None:
+  if ref_features is not None and sample_metrics:
     size = min(len(features), len(ref_features))   # Kynkaanniemi et al. compare equal sizes
     result['kid'] = kid(features, ref_features)
     result['precision'], result['recall'] = precision_recall(features[:size], ref_features[:size])
     result['precision_recall_size'] = size
-  if space.classify is not None:
+  if space.classify is not None and sample_metrics:
     probs = space.classify(features)
     splits = min(config.eval.inception_score_splits, len(probs))
     result['inception_score'], result['inception_score_std'] = inception_score(probs, splits)
