@@ -27,7 +27,7 @@ $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed
 setup: $(VENV)/.installed
 
 test: $(VENV)/.installed-test $(VENV)/.installed-bench
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench-deps: $(VENV)/.installed-bench
 

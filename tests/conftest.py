@@ -1,6 +1,13 @@
 """Fixtures shared by the test files."""
+import os
+
 import pytest
 import torch
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+  # `make test` runs two pytest-xdist workers: one intra-op thread each keeps them to a core
+  # apiece instead of four threads on two cores.
+  torch.set_num_threads(1)
 
 
 @pytest.fixture
