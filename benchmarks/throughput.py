@@ -8,7 +8,8 @@ per step minus the network's, measured directly; subtracting the network's time 
 run's instead leaves the noise of two large numbers (+-15% here on the CPU). Times are medians
 of torch.utils.benchmark's blocked_autorange. A score evaluation is the network call with the
 conversion of its output to a score (models.score_fn). Sizes: the digits demo's U-Net
-(vp_digits, 8x8) and Song et al.'s DDPM++ (vp_cifar10, 32x32).
+(vp_digits, 8x8), Ho et al.'s CIFAR-10 U-Net (ddpm_cifar10, 32x32) and Song et al.'s DDPM++
+(vp_cifar10, 32x32).
 Training steps per second come from benchmarks/train_step_time.py's timing of Trainer.update;
 samples per second are those of a DPM-Solver run with the network at the set number of
 evaluations. Prints the tables and writes benchmarks/results/throughput_<device>.{json,md}
@@ -40,7 +41,8 @@ from utils.device import get_device  # noqa: E402
 SAMPLERS = ([('pc', {'corrector': 'langevin'}), ('pc', {'corrector': 'none'})]
             + [(m, {}) for m in METHODS if m != 'pc'])
 # size name -> (config, sampling batch, training batch on CUDA, on the CPU)
-SIZES = {'digits': ('vp_digits', 64, 128, 128), 'cifar10': ('vp_cifar10', 8, 128, 4)}
+SIZES = {'digits': ('vp_digits', 64, 128, 128), 'cifar10 ddpm': ('ddpm_cifar10', 8, 128, 4),
+         'cifar10 ddpm++': ('vp_cifar10', 8, 128, 4)}
 
 
 def load_config(name, device):
@@ -126,7 +128,7 @@ def markdown(report, command):
   network's per-sampler details."""
   sizes = report['sizes']
   lines = [f"# Throughput and sampler overhead ({report['device']})", '',
-           f"`{command}` on {report['device']} ({report['threads']} threads), torch "
+           f"`{command}` on {report['device']} ({report['threads']} thread{'s' * (report['threads'] != 1)}), torch "
            f"{report['torch']}, {report['steps']} evaluations per sampler.", '',
            '| network | parameters | training steps/s (batch) | samples/s, DPM-Solver (batch) | '
            'ms per score evaluation |', '|---|---|---|---|---|']
