@@ -128,7 +128,8 @@ def markdown(report, command):
   network's per-sampler details."""
   sizes = report['sizes']
   lines = [f"# Throughput and sampler overhead ({report['device']})", '',
-           f"`{command}` on {report['device']} ({report['threads']} thread{'s' * (report['threads'] != 1)}), torch "
+           f"`{command}` on {report['device']} ({report['threads']} "
+           f"thread{'s' * (report['threads'] != 1)}), torch "
            f"{report['torch']}, {report['steps']} evaluations per sampler.", '',
            '| network | parameters | training steps/s (batch) | samples/s, DPM-Solver (batch) | '
            'ms per score evaluation |', '|---|---|---|---|---|']
