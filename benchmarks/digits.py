@@ -33,7 +33,7 @@ bound ('beta' variance, the whole chain) on --num_images test images, +- one sta
 A PNG per sampler: one row per budget, the same first samples (the same x_T) in each.
 
   .venv/bin/python benchmarks/digits.py [--quick] [--out DIR]
-      [--num_samples 300] [--num_images 64] [--every_budget] [--threads 1]
+      [--num_samples 300] [--num_images 64] [--every_budget] [--threads 0]
 
 --quick: the tiny stand-in model, 16 samples, 4 images (a respaced VLB, a loose ODE), a small
 EMS: the tables' shape only.
@@ -306,10 +306,11 @@ def main():
                       help='test images for bits/dim (64; quick 4)')
   parser.add_argument('--every_budget', action='store_true',
                       help='every sampler at every budget (far beyond 15 minutes)')
-  parser.add_argument('--threads', type=int, default=1,
+  parser.add_argument('--threads', type=int, default=0,
                       help="torch's CPU threads after training (which digits_model runs with "
-                           "torch's own); 1: on a machine others share, oversubscribed threads "
-                           "run many times slower; 0: torch's own choice")
+                           "torch's own); 0: torch's own choice (the 15 minutes assume it); 1 "
+                           "on a machine others share, where oversubscribed threads run many "
+                           "times slower")
   args = parser.parse_args()
   args.out = args.out or results_dir(args.quick)
   args.num_samples = args.num_samples or (16 if args.quick else 300)
