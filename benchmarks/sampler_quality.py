@@ -85,6 +85,7 @@ from samplers.probability_flow import flow  # noqa: E402
 from samplers.registry import FAST_SAMPLERS  # noqa: E402
 from samplers.time_schedules import SCHEDULES  # noqa: E402
 from sde_lib import SubVPSDE, VESDE, VPSDE  # noqa: E402
+from utils.atomic import atomic_write  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 
 SDES = {'vpsde': VPSDE, 'subvpsde': SubVPSDE, 'vesde': VESDE}
@@ -618,9 +619,9 @@ def write_sweep(report, out):
   head = brief_report(report)
   del head['rows']
   # One row a line.
-  with open(stem + '.json', 'w') as f:
-    f.write(json.dumps(head, indent=1)[:-2] + ',\n "rows": [\n  '
-            + ',\n  '.join(json.dumps(rounded(r)) for r in report['rows']) + '\n ]\n}\n')
+  text = (json.dumps(head, indent=1)[:-2] + ',\n "rows": [\n  '
+          + ',\n  '.join(json.dumps(rounded(r)) for r in report['rows']) + '\n ]\n}\n')
+  atomic_write(stem + '.json', lambda f: f.write(text.encode()))
   lines = [
       f"# Our samplers vs public ones on an exact mixture score ({report['title']})", '',
       f"`benchmarks/sampler_quality.py --sweep`, {versions_line(report)}; every sampler "
@@ -634,8 +635,7 @@ def write_sweep(report, out):
   lines += ['', "## Each sampler's best settings", ''] + ranking_lines([report])
   if report['skipped']:
     lines += ['', "## Skipped", ''] + skipped_lines(report)
-  with open(stem + '.md', 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  atomic_write(stem + '.md', lambda f: f.write(('\n'.join(lines) + '\n').encode()))
   print(f"wrote {stem}.json and {stem}.md")
 
 
@@ -670,8 +670,8 @@ def write_ranking(sde, dims, out):
            f"({', '.join(f'sampler_quality_{sde}_{d}d.json' for d in dims)}); of each "
            "sampler's three best, the registry's default is the one of lowest FID on the "
            "digits model at 10 evaluations (samplers/registry.py, README).", '']
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines + ranking_lines(reports)) + '\n')
+  text = '\n'.join(lines + ranking_lines(reports)) + '\n'
+  atomic_write(path, lambda f: f.write(text.encode()))
   print(f"wrote {path}")
 
 
