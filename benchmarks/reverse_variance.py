@@ -32,7 +32,7 @@ from configs.vp_digits_learned import get_config as learned_config  # noqa: E402
 from evaluation.bpd import split_bpd, split_vlb  # noqa: E402
 from evaluation.fid import fid, get_feature_space  # noqa: E402
 from evaluation.shards import to_storage  # noqa: E402
-from models import get_score_fn, restore_for_inference  # noqa: E402
+from models import get_score_fn, parameterization_of, restore_for_inference  # noqa: E402
 from samplers.draw import data_sampler, draw_samples, variance_inputs  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from training.trainer import train  # noqa: E402
@@ -79,7 +79,7 @@ def measure(config, run_dir, device, num_samples):
       save()
       print(f"  VLB {variance} K={steps}: {stats['mean']:.3f}", flush=True)
   if 'ode' not in row:
-    score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
+    score_fn = get_score_fn(sde, model, config.training.continuous, parameterization_of(config))
     row['ode'], _ = split_bpd(config, score_fn, sde, device=device, seed=0, progress=False)
     save()
   space = get_feature_space(config, device)

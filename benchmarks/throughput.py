@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 from benchmarks.results_io import results_dir, write_results  # noqa: E402
 from benchmarks.train_step_time import seconds_per_step  # noqa: E402
 from data import data_shape  # noqa: E402
-from models import get_model, get_score_fn  # noqa: E402
+from models import get_model, get_score_fn, parameterization_of  # noqa: E402
 from samplers.ems import compute_ems  # noqa: E402
 from samplers.registry import METHODS, get_sampler  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
@@ -65,7 +65,7 @@ def sampler_overheads(config, batch, steps, device, min_run_time, ems_points=64)
   """(seconds of one score evaluation, one row per sampler: evaluations and seconds of a run
   with the free score, its overhead per evaluation)."""
   sde, model = get_sde(config), get_model(config).to(device).eval()
-  score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
+  score_fn = get_score_fn(sde, model, config.training.continuous, parameterization_of(config))
   shape = (batch,) + data_shape(config)
   x, t = torch.randn(shape, device=device), torch.full((batch,), 0.5, device=device)
   rows = []

@@ -24,6 +24,7 @@ from data import data_range, get_data_scaler, get_eval_dataset
 from evaluation.dequantization import get_dequantizer, importance_weighted_bpd
 from evaluation.score_bound import bound_bpd
 from evaluation.vlb import vlb
+from models import parameterization_of
 from models.score_fn import chain_eps_fn
 from samplers.draw import batch_generator
 from samplers.likelihood import bits_per_dim, likelihood
@@ -133,7 +134,7 @@ def split_vlb(config, model, sde, split='test', device='cpu', seed=0, progress=T
   ({'mean', 'stderr', 'num_images', 'prior'}, per-sample totals, mean per-step terms), bits/dim;
   under torchrun (None, None, None) off the main process."""
   scaler = get_data_scaler(config)
-  eps_fn = chain_eps_fn(sde, model, config.training.continuous, config.model.parameterization)
+  eps_fn = chain_eps_fn(sde, model, config.training.continuous, parameterization_of(config))
   results = []
   batches = split_batches(config, split, config.eval.vlb_num_images, config.eval.batch_size,
                           device, ddp)

@@ -25,7 +25,7 @@ from evaluation.bpd import split_bpd, split_score_bound, split_vlb
 from evaluation.dinov2 import DINOv2Unavailable
 from evaluation.fid import InceptionUnavailable, fid, get_dinov2_space, get_feature_space
 from evaluation.shards import generate_shards, save_samples
-from models import get_score_fn, restore_for_inference
+from models import get_score_fn, parameterization_of, restore_for_inference
 from samplers.draw import (class_labels, data_sampler, network_statistic, sample_classes,
                            sampler_name, samples_key, variance_inputs)
 from samplers.registry import resolved_sampling
@@ -243,7 +243,7 @@ def evaluate(config, workdir):
            if e.enable_fid and ddp.is_main else None)
   dinov2 = (feature_space(get_dinov2_space, config, device, notes)
             if e.enable_fd_dinov2 and ddp.is_main else None)
-  score_fn = get_score_fn(sde, model, config.training.continuous, config.model.parameterization)
+  score_fn = get_score_fn(sde, model, config.training.continuous, parameterization_of(config))
   numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint,
                                        ddp)
   reports = []

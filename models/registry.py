@@ -2,6 +2,7 @@
 from models.classifier import NoisyClassifier
 from models.ddpm import DDPM
 from models.mlp import MLP
+from models.parameterizations import get_parameterization
 from models.ncsnpp import NCSNpp
 from data import data_shape
 from utils.errors import ConfigError
@@ -79,6 +80,12 @@ def get_model(config):
   if name not in MODELS:
     raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
   return MODELS[name](config)
+
+
+def parameterization_of(config):
+  """The Parameterization `config.model.parameterization` names (models/parameterizations.py):
+  what the network's output means, the one place its config fields are read."""
+  return get_parameterization(config.model.parameterization)
 
 
 def get_classifier(config):

@@ -17,6 +17,7 @@ import torch
 from configs.default import get_default_config
 from configs.run_config import model_fields
 from data import data_range, data_shape, get_data_scaler, get_eval_dataset, get_samples_to_data
+from models import parameterization_of
 from models.score_fn import chain_eps_fn
 from models import get_score_fn
 from models.classifier import classifier_log_prob_fn
@@ -163,7 +164,7 @@ def guided_score_fn(config, sampling, sde, class_score_fn, device, workdir=None)
 def score_and_variance_fns(config, sde, model):
   """(score_fn, the network's variance output function or None): a learned-variance network's
   two share each evaluation (models.score_fn.get_score_and_variance_fns)."""
-  args = (sde, model, config.training.continuous, config.model.parameterization)
+  args = (sde, model, config.training.continuous, parameterization_of(config))
   if config.model.learn_variance:
     return get_score_and_variance_fns(*args)
   return get_score_fn(*args), None
@@ -211,7 +212,7 @@ def training_gamma(config, sde, model, device, progress=True):
   """The network's Gamma table (samplers/analytic_variance.py) from sampling.analytic_samples
   training points, one noise draw per point and chain step."""
   data, generator = training_points(config, config.sampling.analytic_samples, device)
-  eps_fn = chain_eps_fn(sde, model, config.training.continuous, config.model.parameterization)
+  eps_fn = chain_eps_fn(sde, model, config.training.continuous, parameterization_of(config))
   return estimate_gamma(eps_fn, sde, data, config.eval.batch_size, generator=generator,
                         progress=progress)
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from models.score_fn import get_score_fn, get_x0_fn
+from models.score_fn import get_score_fn
 from sde_lib import SubVPSDE, VESDE, VPSDE
 from network_labels import time_of_label
 
@@ -12,7 +12,8 @@ SIGMA0 = 0.7   # data x_0 ~ N(0, SIGMA0^2 I): p_t = N(0, (m^2 SIGMA0^2 + s^2) I)
 class OracleEps(torch.nn.Module):
   """The optimal eps-network for Gaussian data, E[eps | x_t] = s x_t / (m^2 SIGMA0^2 + s^2),
   reading the time back from the label it is given (continuous) or the chain step's std
-  (discrete). output: 'eps', 'std_score' (s score = -eps) or 'score' (-eps / s)."""
+  (discrete). output: 'eps', 'std_score' (s score = -eps), 'score' (-eps / s) or 'x0' (the
+  posterior mean (x - s eps) / m)."""
 
   def __init__(self, sde, continuous, output='eps'):
     super().__init__()
@@ -29,11 +30,12 @@ class OracleEps(torch.nn.Module):
     var = (m ** 2 * SIGMA0 ** 2 + s ** 2)[:, None]
     eps = s[:, None] * x / var
     eps = eps.to(x.dtype)
-    return {'eps': eps, 'std_score': -eps, 'score': -eps / s[:, None]}[self.output]
+    x0 = (x - s[:, None] * eps) / m[:, None]
+    return {'eps': eps, 'std_score': -eps, 'score': -eps / s[:, None], 'x0': x0}[self.output]
 
 
 @pytest.mark.parametrize('sde', [VPSDE(), SubVPSDE(), VESDE()], ids=['vp', 'subvp', 've'])
-@pytest.mark.parametrize('parameterization', ['eps', 'std_score', 'score'])
+@pytest.mark.parametrize('parameterization', ['eps', 'std_score', 'score', 'x0'])
 def test_continuous_score_of_oracle_network_is_the_exact_score(sde, parameterization):
   model = OracleEps(sde, continuous=True, output=parameterization)
   score_fn = get_score_fn(sde, model, continuous=True, parameterization=parameterization)
@@ -70,9 +72,9 @@ def test_x0_prediction_is_the_posterior_mean():
   x = torch.randn(2, 3, dtype=torch.float64)
   m, s = sde.marginal_coeffs(t)
   expected = (m * SIGMA0 ** 2 / (m ** 2 * SIGMA0 ** 2 + s ** 2))[:, None] * x
-  assert torch.allclose(get_x0_fn(sde, score_fn)(x, t), expected, rtol=1e-10)
+  assert torch.allclose(sde.tweedie_x0(x, t, score_fn(x, t)), expected, rtol=1e-10)
 
 
 def test_unknown_parameterization_is_rejected():
-  with pytest.raises(ValueError, match='v_prediction'):
-    get_score_fn(VPSDE(), torch.nn.Identity(), parameterization='v_prediction')
+  with pytest.raises(ValueError, match='noise_prediction'):
+    get_score_fn(VPSDE(), torch.nn.Identity(), parameterization='noise_prediction')

@@ -23,8 +23,7 @@ import torch
 
 from data import data_range
 from evaluation.vlb import chain_terms, model_variances
-from models import get_model_fn, get_score_fn
-from models.score_fn import split_output
+from models import get_eps_fn, get_score_fn, parameterization_of
 from sde_lib import batch_broadcast
 from sde_lib.likelihood_time import LikelihoodTime
 from utils.errors import ConfigError
@@ -146,7 +145,7 @@ def get_loss_fn(config, sde):
     times, importance_weight = likelihood_times(sde, train.eps)
 
   def loss_fn(model, x0, generator=None, classes=None, rows=None):
-    score_fn = get_score_fn(sde, model, continuous, config.model.parameterization)
+    score_fn = get_score_fn(sde, model, continuous, parameterization_of(config))
     n, shape = x0.shape[0], x0.shape[1:]
     t, mean_coeff, std = drawn(rows, n, lambda m: times(sde, m, train.eps, x0.device, generator))
     z = drawn(rows, n, lambda m: torch.randn((m, *shape), device=x0.device, generator=generator))
@@ -235,9 +234,8 @@ class ChainBoundLoss:
     z = drawn(rows, n, lambda m: torch.randn((m, *shape), device=x0.device, generator=generator))
     classes = training_classes(self.config, classes, x0, generator, rows)
     x_t = batch_broadcast(mean_coeff, x0) * x0 + batch_broadcast(std, x0) * z
-    output, _ = get_model_fn(sde, model, continuous=False)(x_t, sde.chain_time(index).to(x0.dtype),
-                                                           classes)
-    eps, v = split_output(output, x0)
+    eps, v, _ = get_eps_fn(sde, model, continuous=False)(x_t, sde.chain_time(index).to(x0.dtype),
+                                                         classes)
     reduce = lambda a: a.flatten(1).mean(1) if self.reduce_mean else a.flatten(1).sum(1)
     chain = sde.chain_arrays
     model_var = model_variances(chain, index, 'learned', x0, v=v)
