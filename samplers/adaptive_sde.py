@@ -9,38 +9,30 @@ code); one score call covers all samples still running.
 
 The algorithm is made for high-dimensional samples. A rejected proposal's noise is thrown away
 and drawn again, so acceptance selects the noise; with thousands of coordinates E_2 hardly
-depends on z and rejections are rare, but for a 2-D sample about 43% of the proposals are
-rejected and the selection biases the result whatever the tolerance (exact-score ring mixture,
-VP-SDE: per-mode std 0.216 at eps_rel = 0.02 and 0.218 at 0.001 for a true 0.2). Packing 64
-independent 2-D points into one sample brings the rejections to 17% and the result to within
-Monte-Carlo error (tests/test_adaptive_sde.py).
+depends on z and rejections are rare, but for a 2-D sample a large share of the proposals is
+rejected and the selection biases the result whatever the tolerance; packing many independent
+2-D points into one sample brings it back within Monte-Carlo error (tests/test_adaptive_sde.py
+measures both).
 """
 import torch
 
-from samplers.progress import TimeProgress
 from sde_lib.base import batch_broadcast
 
 
-def adaptive_sde_sample(sde, score_fn, shape, atol=0.0078, rtol=0.01, h_init=0.01, safety=0.9,
-                        exponent=0.9, eps=1e-3, noise_removal=True, generator=None, device=None,
-                        progress=True):
-  """Solve the reverse SDE from x_T ~ prior down to t = eps with adaptive steps.
+def adaptive_sde(model, x, t_end, atol=0.0078, rtol=0.01, h_init=0.01, safety=0.9, exponent=0.9,
+                 generator=None):
+  """Solve the reverse SDE from x_T down to t_end with adaptive steps.
 
   atol: eps_abs, the precision of the data: its range / 256, 0.0078 for data in [-1, 1] (the
   paper's VP / sub-VP value), 0.0039 in [0, 1] (its VE value). rtol: eps_rel (the paper's
   experiments use 0.01 to 0.1; smaller is slower and more accurate). h_init, safety (theta)
-  and exponent (r) are the paper's 0.01, 0.9 and 0.9. With noise_removal the result is
-  Tweedie's E[x_0 | x_eps] (one more score evaluation). Returns (x, nfe): 2 score calls per
-  attempted step, plus that one.
+  and exponent (r) are the paper's 0.01, 0.9 and 0.9. Two score calls per attempted step.
   """
-  device = generator.device if generator is not None else (device or 'cpu')
-  reverse = sde.reverse(score_fn)
-  x = sde.prior_sampling(shape, generator=generator, device=device)
+  eps, shape, device = t_end, x.shape, x.device
+  reverse = model.sde.reverse(model)
   x_prev = x.clone()                                   # x'_prev: the last accepted x'
-  t = torch.full((shape[0],), sde.T, device=device)
+  t = torch.full((shape[0],), model.sde.T, device=device)
   h = torch.full_like(t, h_init)
-  bar = TimeProgress(sde.T, eps, 'SDE sampling (adaptive)', progress)
-  nfe = 0
   while (live := t > eps).any():
     x_t, t_now, step = x[live], t[live], h[live]
     t_next = (t_now - step).clamp(min=eps)
@@ -55,7 +47,6 @@ def adaptive_sde_sample(sde, score_fn, shape, atol=0.0078, rtol=0.01, h_init=0.0
     x1 = move(x_t, t_now)                                  # x' (Euler-Maruyama)
     x_tilde = move(x1, t_next)                             # the same step, taken at (x', t - h)
     x2 = (x1 + x_tilde) / 2                                # x'' (improved Euler)
-    nfe += 2
     delta = torch.clamp(rtol * torch.maximum(x1.abs(), x_prev[live].abs()), min=atol)
     error = ((x1 - x2) / delta).flatten(1).pow(2).mean(1).sqrt()   # E_2 = |.|_2 / sqrt(n)
     if not torch.isfinite(error).all():
@@ -67,10 +58,4 @@ def adaptive_sde_sample(sde, score_fn, shape, atol=0.0078, rtol=0.01, h_init=0.0
     t_now = torch.where(accept, t_next, t_now)
     t[live] = t_now
     h[live] = torch.minimum(t_now - eps, safety * step * error.pow(-exponent))
-    bar.reached(t.max())
-  bar.close()
-  if noise_removal:
-    t = torch.full((shape[0],), eps, device=device)
-    x = sde.tweedie_x0(x, t, score_fn(x, t))
-    nfe += 1
-  return x, nfe
+  return x

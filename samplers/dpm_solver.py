@@ -60,9 +60,9 @@ def dpm_solver_step(model, x, t, s, order):
   return m_s / m_t * x - s_s * math.expm1(h) * eps - s_s / r2 * (math.expm1(h) / h - 1) * d2
 
 
-def dpm_solver_singlestep(model, x, budget, times, order=3, lower_order_final=True):
-  """DPM-Solver-fast (Lu et al. 2022a, sec. 3.4): the steps of `fast_orders` on times(K)
-  (its split already ends at low order; `lower_order_final` is for the multistep variant)."""
+def dpm_solver_singlestep(model, x, budget, times, order=3, generator=None):
+  """DPM-Solver-fast (Lu et al. 2022a, sec. 3.4): the steps of `fast_orders` on times(K), noise
+  prediction (its split already ends at low order); deterministic."""
   orders = fast_orders(budget, order)
   ts = times(len(orders))
   for t, s, step_order in zip(ts[:-1], ts[1:], orders):
@@ -70,7 +70,8 @@ def dpm_solver_singlestep(model, x, budget, times, order=3, lower_order_final=Tr
   return x
 
 
-def dpm_solver_pp_multistep(model, x, budget, times, order=2, lower_order_final=True):
+def dpm_solver_pp_multistep(model, x, budget, times, order=2, lower_order_final=True,
+                            generator=None):
   """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2) and its third-order 3M on times(budget),
   one evaluation of x0_hat a step; step i runs at multistep_order(order, i, budget,
   lower_order_final) from the newest predictions.
@@ -109,13 +110,3 @@ def dpm_solver_pp_multistep(model, x, budget, times, order=2, lower_order_final=
       phi_3 = (1 / 2 - phi_2) / h
       x = s_s / s_t * x + m_s * h * (phi_1 * x0s[0] + phi_2 * d1 + phi_3 * d2)
   return x
-
-
-VARIANTS = {'singlestep': dpm_solver_singlestep, 'multistep': dpm_solver_pp_multistep}
-
-
-def dpm_solver(model, x, budget, times, variant='multistep', order=2, lower_order_final=True,
-               generator=None):
-  """DPM-Solver-fast (variant 'singlestep', noise prediction) or DPM-Solver++ (variant
-  'multistep', data prediction) of `order` 1, 2 or 3; deterministic, `generator` is unused."""
-  return VARIANTS[variant](model, x, budget, times, order, lower_order_final)

@@ -1,19 +1,17 @@
-"""The driver every fast sampler shares: prior draw, step schedule, budget, final denoising.
+"""What the fast samplers share: the step schedule, the budget and the multistep order rule.
 
 A fast sampler is `solver(model, x, budget, times, generator=None, **options) -> x`: it
 spends at most `budget` score evaluations through `model` (a Predictions) and steps over
 `times(n)`, n + 1 decreasing times from T to the schedule's end, for the n its algorithm
-takes for that budget. The driver counts what it actually spent.
+takes for that budget. It runs under the one driver (samplers/driver.py).
 
 How the last step lands (`noise_removal`): with it, the solver runs to t_end on budget - 1
-evaluations and the result is Tweedie's x0_hat(x_{t_end}, t_end), the limit of a first-order
-step to t = 0 (EDM's final Euler step to sigma = 0, DDIM's step to alphabar = 1); without it
-the sample x_{t_end} is returned as DPM-Solver's paper does.
+evaluations and the driver returns Tweedie's x0_hat(x_{t_end}, t_end), the limit of a
+first-order step to t = 0 (EDM's final Euler step to sigma = 0, DDIM's step to alphabar = 1);
+without it the sample x_{t_end} is returned as DPM-Solver's paper does.
 """
 import functools
 
-from samplers.predictions import Predictions
-from samplers.progress import TimeProgress
 from samplers.time_schedules import chain_times, sampling_times
 from utils.errors import ConfigError
 
@@ -49,21 +47,14 @@ def fast_times(sde, time_schedule, eps, steps, noise_removal=True, chain=None):
   return times
 
 
-def fast_sample(sde, score_fn, shape, solver, steps, times, eps=None, noise_removal=True,
-                thresholding=False, generator=None, device=None, progress=True, **options):
-  """x_T ~ prior, then `solver` on `times` (from fast_times) with a budget of `steps` score
-  evaluations; `sde` is the process the times belong to (a DiscreteChain for a chain's own
-  steps). `eps` is unused: the times carry their end. Returns (x, nfe)."""
-  budget = steps - int(noise_removal)
-  t_end = float(times(1)[-1])
-  device = generator.device if generator is not None else (device or 'cpu')
-  x = sde.prior_sampling(shape, generator=generator, device=device)
-  bar = TimeProgress(sde.T, t_end, solver.__name__, progress)
-  model = Predictions(sde, score_fn, thresholding, on_time=bar.reached)
-  x = solver(model, x, budget, times, generator=generator, **options)
-  if noise_removal:
-    x = model.x0(x, t_end)
-  bar.close()
-  if model.nfe > steps:
-    raise RuntimeError(f"{solver.__name__} spent {model.nfe} evaluations of a budget of {steps}")
-  return x, model.nfe
+def budgeted(solver, budget, times, **options):
+  """The fast solver `solver` as a driver's solver(model, x, generator): at most `budget` score
+  evaluations on `times` (from fast_times); spending more is a bug in the solver."""
+
+  def run(model, x, generator=None):
+    x = solver(model, x, budget, times, generator=generator, **options)
+    if model.nfe > budget:
+      raise RuntimeError(f"{solver.__name__} spent {model.nfe} evaluations of a budget of {budget}")
+    return x
+
+  return run

@@ -1,43 +1,48 @@
-"""Predictor-corrector sampling (Song et al. 2021, Algorithm 1), with RePaint's resampling."""
+"""Predictor-corrector sampling (Song et al. 2021, Algorithm 1) and RePaint's resampling walk of
+the same steps (Lugmayr et al. 2022, Algorithm 1)."""
 import torch
-from tqdm.auto import tqdm
 
 from samplers.imputation import repaint_schedule
 from sde_lib import batch_broadcast
 
 
-def pc_sample(sde, score_fn, shape, predictor, corrector, steps, eps=1e-3, snr=0.16,
-              n_steps_each=1, noise_removal=True, resample=1, jump_length=1, generator=None,
-              device=None, progress=True):
-  """x_T ~ prior; at each time of `sde.time_grid`: corrector (Langevin) steps, then a
-  predictor step to the next time. `sde` may be a DiscreteChain, whose grid is its own steps.
+def pc_step(model, x, t, s, predictor, corrector, snr, n_steps_each, generator):
+  """Corrector (Langevin) steps at t, then a predictor step to s < t; either may be None.
+  `predictor(sde, score_fn, x, t, s, z)` and `corrector(sde, score_fn, x, t, h, snr, n,
+  generator)` step on model.sde with `model` as the score. Returns (x_s, its mean)."""
+  x_mean = x
+  if corrector is not None:
+    x, x_mean = corrector(model.sde, model, x, t, t - s, snr, n_steps_each, generator)
+  if predictor is not None:
+    z = torch.randn(x.shape, generator=generator, device=x.device)
+    x, x_mean = predictor(model.sde, model, x, t, s, z)
+  return x, x_mean
 
-  `predictor(sde, score_fn, x, t, s, z)` and `corrector(sde, score_fn, x, t, h, snr, n, generator)`
-  may each be None. Returns (x, nfe); with noise_removal the last predictor step adds no noise.
-  With resample > 1 the grid is walked as RePaint's schedule (samplers/imputation.py,
-  repaint_schedule): each segment of `jump_length` steps `resample` times, going back up it by
-  the SDE's exact forward transition (Lugmayr et al. 2022, Algorithm 1).
-  """
-  device = generator.device if generator is not None else (device or 'cpu')
-  x = sde.prior_sampling(shape, generator=generator, device=device)
-  ts = sde.time_grid(steps, eps, device)
-  path = repaint_schedule(steps, jump_length, resample)
-  x_mean, nfe = x, 0
-  for i, j in tqdm(zip(path[:-1], path[1:]), total=len(path) - 1, desc='sampling',
-                   disable=not progress, leave=False):
-    t = ts[i].expand(shape[0])
-    s = ts[j].expand(shape[0])
+
+def predictor_corrector(model, x, grid, predictor, corrector, snr=0.16, n_steps_each=1,
+                        noise_removal=True, generator=None):
+  """One pc_step from each time of `grid` (T .. eps, then 0) to the next; with noise_removal
+  the last step's mean (no noise) is the sample."""
+  x_mean, grid = x, grid.to(x.device)
+  for t, s in zip(grid[:-1], grid[1:]):
+    x, x_mean = pc_step(model, x, t.expand(x.shape[0]), s.expand(x.shape[0]), predictor,
+                        corrector, snr, n_steps_each, generator)
+  return x_mean if noise_removal else x
+
+
+def repaint(model, x, grid, predictor, corrector, snr=0.16, n_steps_each=1, noise_removal=True,
+            jump_length=1, resample=1, generator=None):
+  """The steps of `grid` walked by RePaint's schedule (samplers/imputation.py repaint_schedule):
+  each segment of `jump_length` steps `resample` times, going back up it by the process's exact
+  forward transition x_s = a x_t + sigma z."""
+  path = repaint_schedule(len(grid) - 1, jump_length, resample)
+  x_mean, grid = x, grid.to(x.device)
+  for i, j in zip(path[:-1], path[1:]):
+    t, s = grid[i].expand(x.shape[0]), grid[j].expand(x.shape[0])
     if j < i:
-      # Forward jump from t up to the earlier grid time s: x_s = a x_t + sigma z.
-      a, sigma = sde.transition(t, s)
-      z = torch.randn(shape, generator=generator, device=device)
+      a, sigma = model.sde.transition(t, s)
+      z = torch.randn(x.shape, generator=generator, device=x.device)
       x = batch_broadcast(a, x) * x + batch_broadcast(sigma, x) * z
-      continue
-    if corrector is not None:
-      x, x_mean = corrector(sde, score_fn, x, t, t - s, snr, n_steps_each, generator)
-      nfe += n_steps_each
-    if predictor is not None:
-      z = torch.randn(shape, generator=generator, device=device)
-      x, x_mean = predictor(sde, score_fn, x, t, s, z)
-      nfe += 1
-  return (x_mean if noise_removal else x), nfe
+    else:
+      x, x_mean = pc_step(model, x, t, s, predictor, corrector, snr, n_steps_each, generator)
+  return x_mean if noise_removal else x

@@ -5,7 +5,7 @@ For x_t = m(t) x_0 + s(t) z (every SDE here), the score gives
   x0_hat(x, t)  = (x + s(t)^2 score(x, t)) / m(t)       (the data; Tweedie's formula)
 with lambda(t) = log(m / s). DPM-Solver, UniPC and DDIM write their updates in (m, s, lambda,
 eps_hat or x0_hat); EDM's Heun and iPNDM in sigma = s / m and x / m. Each call is one score
-evaluation, counted in `nfe`.
+evaluation, counted in `nfe`. Every sampler is given one (samplers/driver.py).
 """
 import math
 
@@ -40,11 +40,17 @@ class Predictions:
     mean_coeff, std = self.coeffs(t)
     return torch.log(mean_coeff) - torch.log(std)
 
-  def score(self, x, t):
+  def __call__(self, x, t):
+    """The score at x and the [batch] times t, counted: a Predictions is itself a score_fn, the
+    one the step-by-step samplers (predictors, correctors, the ODE and SDE solvers) are given."""
     self.nfe += 1
     if self.on_time is not None:
-      self.on_time(t)
-    return self.score_fn(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype))
+      self.on_time(t.max())
+    return self.score_fn(x, t)
+
+  def score(self, x, t):
+    """The score at x and one time t (a float or a 0-d tensor), counted."""
+    return self(x, torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype))
 
   def eps(self, x, t):
     """eps_hat = -s(t) score."""

@@ -35,15 +35,8 @@ def flow(sde, score_fn, x, t_start, t_end, method='dopri5', rtol=1e-5, atol=1e-5
   return x, nfe
 
 
-def ode_sample(sde, score_fn, shape, method='dopri5', rtol=1e-5, atol=1e-5, eps=1e-3, steps=None,
-               noise_removal=True, generator=None, device=None, progress=True):
-  """x_T ~ prior decoded by the probability-flow ODE from T to eps; with noise_removal the
-  result is Tweedie's E[x_0 | x_eps] (one more score evaluation). Returns (x, nfe)."""
-  device = generator.device if generator is not None else (device or 'cpu')
-  x_T = sde.prior_sampling(shape, generator=generator, device=device)
-  x, nfe = flow(sde, score_fn, x_T, sde.T, eps, method, rtol, atol, steps, progress)
-  if noise_removal:
-    t = torch.full((shape[0],), eps, device=device)
-    x = sde.tweedie_x0(x, t, score_fn(x, t))
-    nfe += 1
-  return x, nfe
+def probability_flow_ode(model, x, t_end, method='dopri5', rtol=1e-5, atol=1e-5, steps=None,
+                         generator=None):
+  """x_T decoded by the probability-flow ODE from T to t_end with torchdiffeq's `method`
+  (adaptive ones to rtol / atol, fixed-step ones in `steps` equal steps); deterministic."""
+  return flow(model.sde, model, x, model.sde.T, t_end, method, rtol, atol, steps)[0]

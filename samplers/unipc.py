@@ -49,14 +49,26 @@ def unified_update(x, t, s, x0s, lams, b_of_h):
                                      for rho, r, x0 in zip(rhos, rs, x0s[1:]))
 
 
-def unipc(model, x, budget, times, variant='bh1', order=2, use_corrector=True,
-          lower_order_final=True, generator=None):
+def unip(model, x, budget, times, variant='bh2', order=2, lower_order_final=True, generator=None):
+  """UniP-p (Zhao et al. 2023, sec. 3.2) alone, multistep on times(budget): each step from the
+  k = multistep_order(order, step, budget, lower_order_final) newest predictions; order p."""
+  b_of_h = B[variant]
+  ts = times(budget)
+  at = [model.at(t) for t in ts]
+  kept, kept_lams = [], []                  # the newest first
+  for i in range(budget):
+    kept, kept_lams = [model.x0(x, ts[i])] + kept[:order - 1], [at[i][2]] + kept_lams[:order - 1]
+    p = multistep_order(order, i, budget, lower_order_final)
+    x = unified_update(x, at[i], at[i + 1], kept[:p], kept_lams[:p], b_of_h)
+  return x
+
+
+def unipc(model, x, budget, times, variant='bh2', order=2, lower_order_final=True, generator=None):
   """UniPC-p (Zhao et al. 2023, sec. 3.3), multistep, data prediction, on times(budget): each
   step is UniP-k from the k = multistep_order(order, step, budget, lower_order_final) newest
   predictions, and is redone by UniC-k once x0_hat at its end has been evaluated for the next
   step, so the corrector costs no evaluation (the last step goes uncorrected: it would cost one).
-  UniP-p has order p, UniPC-p order p + 1 (Corollary 3.2, Theorem 3.1). Deterministic;
-  use_corrector=False runs UniP alone.
+  UniP-p has order p, UniPC-p order p + 1 (Corollary 3.2, Theorem 3.1). Deterministic.
   """
   b_of_h = B[variant]
   ts = times(budget)
@@ -65,7 +77,7 @@ def unipc(model, x, budget, times, variant='bh1', order=2, use_corrector=True,
   x0s, lams, x_start = [], [], None         # the last step's points and start
   for i in range(budget):
     x0 = model.x0(x, ts[i])
-    if use_corrector and x0s:
+    if x0s:
       # UniC: the last step again from its start, with x0_hat at its end as one more point.
       x = unified_update(x_start, at[i - 1], at[i], x0s + [x0], lams + [at[i][2]], b_of_h)
     kept, kept_lams = [x0] + kept[:order - 1], [at[i][2]] + kept_lams[:order - 1]
@@ -73,4 +85,3 @@ def unipc(model, x, budget, times, variant='bh1', order=2, use_corrector=True,
     x0s, lams, x_start = kept[:p], kept_lams[:p], x
     x = unified_update(x, at[i], at[i + 1], x0s, lams, b_of_h)
   return x
-

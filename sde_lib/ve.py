@@ -9,15 +9,14 @@ from sde_lib.base import SDE
 class VESDE(SDE):
   """dx = sqrt(d sigma^2(t)/dt) dw, sigma(t) = sigma_min (sigma_max/sigma_min)^t; x_t = x_0 + sigma(t) z.
 
-  Its chain is SMLD's geometric noise levels `discrete_sigmas` (sigma_min..sigma_max, N of
-  them), so chain step i sits at t_i = i T / (N - 1), where sigma(t_i) = sigma_i.
+  Its chain is SMLD's N geometric noise levels sigma_i from sigma_min to sigma_max, so chain
+  step i sits at t_i = i T / (N - 1), where sigma(t_i) = sigma_i.
   """
 
   def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
     super().__init__(N)
     self.sigma_min = sigma_min   # sigma(0)
     self.sigma_max = sigma_max   # sigma(1)
-    self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), N))
 
   def chain_time(self, index):
     return index * (self.T / (self.N - 1))

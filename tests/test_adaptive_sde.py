@@ -6,6 +6,7 @@ row. The algorithm controls the error of whole samples of many coordinates (imag
 statistical tests therefore pack many independent low-dimensional points into one sample
 (in 2-D alone its rejections select the noise and bias it, see samplers/adaptive_sde.py).
 """
+import functools
 import math
 
 import pytest
@@ -16,7 +17,8 @@ from gaussian_flow import gaussian_data
 from gmm_oracle import (assert_matches, random_mixture, reference_distance, ring_mixture,
                         sliced_wasserstein)
 from samplers import get_sampler
-from samplers.adaptive_sde import adaptive_sde_sample
+from samplers.adaptive_sde import adaptive_sde
+from samplers.driver import sample
 from sde_lib import SubVPSDE, VESDE, VPSDE
 
 SDES = {'vp': VPSDE, 'subvp': SubVPSDE, 've': VESDE}
@@ -51,12 +53,18 @@ def packed(score_fn, dim):
   return packed_score
 
 
+def adaptive_sde_sample(sde, score_fn, shape, generator, eps=1e-3, noise_removal=True, **options):
+  """(x, nfe) of the adaptive solver from x_T ~ prior through the sampling driver."""
+  solver = functools.partial(adaptive_sde, t_end=eps, **options)
+  return sample(sde, score_fn, shape, solver, eps, noise_removal, generator=generator,
+                progress=False)
+
+
 def draw(mixture, sde, n, per_sample, seed=1, **kwargs):
   """n points of the mixture, per_sample of them packed into each sample; (points, nfe)."""
   shape = (n // per_sample, per_sample * mixture.dim)
   x, nfe = adaptive_sde_sample(sde, packed(per_sample_score_fn(mixture, sde), mixture.dim), shape,
-                               generator=torch.Generator().manual_seed(seed), progress=False,
-                               **kwargs)
+                               generator=torch.Generator().manual_seed(seed), **kwargs)
   return x.reshape(-1, mixture.dim), nfe
 
 
@@ -160,7 +168,7 @@ def recorded_run(sde, n_calls, **kwargs):
 
   with pytest.raises(Enough):
     adaptive_sde_sample(sde, recording, (16, 2), generator=torch.Generator().manual_seed(0),
-                        progress=False, **kwargs)
+                        **kwargs)
   return calls
 
 
@@ -248,7 +256,7 @@ def test_registry_runs_it_with_the_config_tolerances(noise_removal):
   x, nfe = get_sampler(config, sde, shape)(counting, generator=torch.Generator().manual_seed(5),
                                            progress=False)
   direct, nfe_direct = adaptive_sde_sample(sde, score_fn, shape, atol=0.01, rtol=0.2,
-                                           noise_removal=noise_removal, progress=False,
+                                           noise_removal=noise_removal,
                                            generator=torch.Generator().manual_seed(5))
   assert torch.equal(x, direct) and nfe == nfe_direct == len(calls)
   assert nfe % 2 == int(noise_removal)

@@ -151,6 +151,31 @@ def test_discrete_ancestral_sampler_is_algorithm_2(variance, dtype, tolerance, s
   assert (x0.double() - expected[-1]).abs().max().item() < tolerance
 
 
+def test_a_discrete_time_score_fn_is_sampled_on_its_chain_without_being_told():
+  """get_sampler with no `continuous` argument: the discrete-time score_fn (get_score_fn(...,
+  continuous=False)) says what it is, and 'ancestral' runs Algorithm 2 on its chain, step for
+  step against the transcription (float32: 1e-5 as above). Stepping it on the continuous
+  alphabar(t) instead differs by far more than that; asking for that explicitly is refused."""
+  shape, steps = (64, 3), N
+  network = ExactEpsNetwork()
+  score_fn = get_score_fn(VPSDE(), network, continuous=False)
+  sampler = get_sampler(sampling_config('beta_tilde', steps), VPSDE(), shape)
+  x0, nfe = sampler(score_fn, generator=torch.Generator().manual_seed(0), progress=False)
+  g = torch.Generator().manual_seed(0)
+  x_T = torch.randn(shape, generator=g)
+  noises = [torch.randn(shape, generator=g) for _ in range(steps)]
+  expected = algorithm_2(x_T, noises, 'beta_tilde', respaced_steps(N, steps))
+  assert nfe == steps
+  assert (x0.double() - expected[-1]).abs().max().item() < 1e-5
+  continuous_steps = get_sampler(sampling_config('beta_tilde', steps), VPSDE(), shape)
+  x_continuous, _ = continuous_steps(lambda x, t: score_fn(x, t),   # the flag hidden
+                                     generator=torch.Generator().manual_seed(0), progress=False)
+  assert (x_continuous.double() - expected[-1]).abs().max().item() > 1e-3
+  with pytest.raises(ConfigError, match='discrete-time'):
+    get_sampler(sampling_config('beta_tilde', steps), VPSDE(), shape, continuous=True)(
+        score_fn, progress=False)
+
+
 def linear_chain_moments(variance):
   """Mean and variance of x_0 from Algorithm 2 with the exact eps, in closed form: eps is affine
   in x_t, so each step is x_{t-1} = A_t x_t + b_t + sigma_t z and the moments follow

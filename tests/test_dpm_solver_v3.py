@@ -25,7 +25,8 @@ from samplers.ddim import ddim
 from samplers.draw import data_sampler, ems_path
 from samplers.dpm_solver_v3 import dpm_solver_v3
 from samplers.ems import EMS, compute_ems
-from samplers.fast import fast_sample, fast_times
+from samplers.driver import sample
+from samplers.fast import budgeted, fast_times
 from samplers.registry import get_sampler
 from sde_lib import VPSDE
 from utils.errors import ConfigError
@@ -88,8 +89,9 @@ def exact_ems(gaussian, sde, grid):
 def solve(sde, score_fn, solver, budget, n, dim, schedule='logsnr', noise_removal=False, **options):
   """(x, nfe) of `solver` through the fast samplers' driver from x_T drawn with seed 1."""
   times = fast_times(sde, schedule, T_END, budget, noise_removal=noise_removal)
-  return fast_sample(sde, score_fn, (n, dim), solver, budget, times, noise_removal=noise_removal,
-                     generator=torch.Generator().manual_seed(1), progress=False, **options)
+  run = budgeted(solver, budget - int(noise_removal), times, **options)
+  return sample(sde, score_fn, (n, dim), run, float(times(1)[-1]), noise_removal,
+                generator=torch.Generator().manual_seed(1), progress=False)
 
 
 def test_ems_estimator_matches_closed_form_on_gaussian_data():

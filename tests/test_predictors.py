@@ -7,7 +7,7 @@ import torchsde
 
 from gmm_oracle import exact_score_fn, ring_mixture
 from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
-from samplers.reverse_sde import ReverseTimeSDE
+from samplers.reverse_sde import TorchsdeReverse
 from sde_lib import SubVPSDE, VESDE, VPSDE
 
 B = 6
@@ -109,7 +109,12 @@ def test_torchsde_euler_equals_hand_written_euler_maruyama(sde):
   x_T = sde.prior_std() * torch.randn(n, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
   bm = torchsde.BrownianInterval(0.0, s_end, size=(n, 2), dtype=torch.float64, entropy=5)
   times = []
-  reverse = ReverseTimeSDE(sde, score_fn, (n, 2), on_time=lambda t: times.append(float(t)))
+
+  def recording(x, t):
+    times.append(float(t[0]))
+    return score_fn(x, t)
+
+  reverse = TorchsdeReverse(sde, recording, (n, 2))
   solved = torchsde.sdeint(reverse, x_T, torch.tensor([0.0, s_end], dtype=torch.float64),
                            method='euler', dt=s_end / steps, bm=bm)[-1]
   grid = sorted({sde.T - t for t in times}) + [s_end]   # the s at which torchsde stepped
