@@ -13,7 +13,7 @@ import torch
 from evaluation.score_bound import score_matching_bound
 from gaussian_flow import gaussian_score_fn
 from gmm_oracle import GaussianMixture
-from models.dequantizer import DequantizationFlow, log_sigmoid_derivative
+from models.dequantizer import DequantizationFlow
 from samplers.likelihood import bits_per_dim
 from sde_lib import VPSDE
 from training.dequantizer import dequantized, fit_flow
@@ -29,17 +29,22 @@ def randomized_flow(channels=1, seed=0):
 
 
 def test_log_q_is_the_change_of_variables_of_the_map(float64):
-  # One 1x3x3 image: u = sigmoid(h(e)), so log q(u) = sum log sigmoid'(e) - log|det du/de|;
-  # autograd's 9x9 Jacobian of e -> u gives the determinant without the flow's bookkeeping.
+  # One 1x3x3 image through flow(x): u and log q(u | x) as the dequantizer uses them. The
+  # logistic noise e it started from is logit of its uniform draw (the same generator seed), and
+  # e -> u = sigmoid(h(e; x)) is invertible, so log q(u) = log p(e) - log|det du/de| with the
+  # standard logistic density log p(e) = -e - 2 log(1 + e^{-e}) written out, and the
+  # determinant from autograd's 9x9 Jacobian of the map: none of the flow's bookkeeping of
+  # log-scales and sigmoid' terms is reused. Float64: 1e-10 (round-off of a 9x9 determinant).
   flow = randomized_flow()
   x = torch.rand(1, 1, 3, 3)
-  e = torch.randn(1, 1, 3, 3)
-  jacobian = torch.autograd.functional.jacobian(
-      lambda e: torch.sigmoid(flow.transform(e.reshape(1, 1, 3, 3), x)[0]).flatten(), e.flatten())
-  expected = log_sigmoid_derivative(e) - torch.linalg.slogdet(jacobian)[1]
-  h, log_det = flow.transform(e, x)
-  log_q = log_sigmoid_derivative(e) - log_det - log_sigmoid_derivative(h)
-  torch.testing.assert_close(log_q, expected, rtol=1e-10, atol=1e-10)
+  u, log_q = flow(x, torch.Generator().manual_seed(7))
+  e = torch.logit(torch.rand(1, 1, 3, 3, generator=torch.Generator().manual_seed(7)), eps=1e-6)
+  to_u = lambda e: torch.sigmoid(flow.transform(e.reshape(1, 1, 3, 3), x)[0]).flatten()
+  torch.testing.assert_close(u.flatten(), to_u(e.flatten()), rtol=0, atol=0)
+  jacobian = torch.autograd.functional.jacobian(to_u, e.flatten())
+  log_p = (-e - 2 * torch.nn.functional.softplus(-e)).sum()
+  expected = log_p - torch.linalg.slogdet(jacobian)[1]
+  torch.testing.assert_close(log_q, expected.reshape(1), rtol=1e-10, atol=1e-10)
 
 
 def test_the_flow_starts_as_uniform_dequantization():

@@ -1,5 +1,7 @@
 """DPM-Solver and DPM-Solver++ against DDIM, the exact Gaussian flow and analytic mixtures
 (where UniPC is sampled too, with the same allowances)."""
+import math
+
 import pytest
 import torch
 
@@ -69,6 +71,47 @@ def test_two_steps_of_a_multistep_method_are_ddim(order):
                    lower_order_final=False, **common)
   assert torch.allclose(x, x_ddim, atol=1e-10, rtol=0)
   assert (x_2m - x_ddim).abs().max() > 1e-3
+
+
+def test_a_dpm_solver_2_step_is_lu_et_al_algorithm_1():
+  """One step of DPM-Solver-2 from T to 1e-3 (a budget of 2, no final denoising) against a
+  transcription of Lu et al. 2022a, Algorithm 1 (r1 = 1/2) with the linear VP-SDE in its own
+  closed forms (their app. D): log alpha_t = -(b1 - b0) t^2 / 4 - b0 t / 2, sigma_t^2 =
+  1 - alpha_t^2, lambda = log alpha - log sigma and its inverse
+  t(lambda) = 2 log(e^{-2 lambda} + 1) / (sqrt(b0^2 + 2 (b1 - b0) log(e^{-2 lambda} + 1)) + b0).
+  Same prior draw, float64: 1e-9 (the sampler finds t(lambda) by bisection; measured 0). On
+  this long step the intermediate point matters: r1 = 1/3 moves the result by 180."""
+  sde, b0, b1 = VPSDE(), 0.1, 20.0
+  mixture = ring_mixture()
+  score_fn = exact_score_fn(mixture, sde)
+  x, nfe = sample(sde, score_fn, (64, 2), seed=5, method='dpm_solver', variant='singlestep',
+                  order=2, steps=2, noise_removal=False, eps=1e-3)
+  assert nfe == 2
+
+  def alpha_sigma_lambda(t):
+    log_alpha = -(b1 - b0) * t ** 2 / 4 - b0 * t / 2
+    sigma = math.sqrt(-math.expm1(2 * log_alpha))
+    return math.exp(log_alpha), sigma, log_alpha - math.log(sigma)
+
+  def t_of_lambda(lam):
+    log_term = math.log1p(math.exp(-2 * lam))
+    return 2 * log_term / (math.sqrt(b0 ** 2 + 2 * (b1 - b0) * log_term) + b0)
+
+  def eps_theta(x, t):
+    return -alpha_sigma_lambda(t)[1] * score_fn(x, torch.full((len(x),), t))
+
+  t_prev, t_i, r1 = 1.0, 1e-3, 0.5
+  a_prev, _, lam_prev = alpha_sigma_lambda(t_prev)
+  a_i, s_i, lam_i = alpha_sigma_lambda(t_i)
+  h = lam_i - lam_prev
+  s_mid = t_of_lambda(lam_prev + r1 * h)
+  a_mid, sig_mid, _ = alpha_sigma_lambda(s_mid)
+  x_prev = torch.randn(64, 2, generator=torch.Generator().manual_seed(5))
+  e_prev = eps_theta(x_prev, t_prev)
+  u = a_mid / a_prev * x_prev - sig_mid * (math.exp(r1 * h) - 1) * e_prev
+  x_ref = (a_i / a_prev * x_prev - s_i * (math.exp(h) - 1) * e_prev
+           - s_i / (2 * r1) * (math.exp(h) - 1) * (eps_theta(u, s_mid) - e_prev))
+  assert torch.allclose(x, x_ref, atol=1e-9, rtol=0), (x - x_ref).abs().max().item()
 
 
 def terminal_errors(variant, order, budgets):

@@ -61,6 +61,21 @@ def test_mixture_is_sampled_at_small_budgets(mixtures, which, method, budget):
   assert_matches(mixture, x, reference, weight=0.02, **allowance)
 
 
+@pytest.mark.parametrize('allowance', [ALLOWANCE[10], HEUN_AT_10], ids=['10', 'heun_at_10'])
+@pytest.mark.parametrize('which', ['ring', '16d'])
+def test_a_sampler_that_collapses_every_mode_fails(mixtures, which, allowance):
+  """The loosest allowances still fail a sampler returning each draw's mode mean: right
+  weights and means, every mode a point. Its relative covariance error is exactly 1, under the
+  covariance bound (1.02 on the ring at 10, 2.2 for Heun), so gmm_oracle.assert_matches
+  checks the modes' spread too."""
+  mixture, reference = mixtures[which]
+  k = torch.multinomial(mixture.weights, N_SAMPLES, replacement=True,
+                        generator=torch.Generator().manual_seed(3))
+  collapsed = mixture.means[k].float()
+  with pytest.raises(AssertionError, match='spread'):
+    assert_matches(mixture, collapsed, reference, weight=0.02, **allowance)
+
+
 @pytest.mark.parametrize('sde', [SubVPSDE(), VESDE()], ids=['subvp', 've'])
 @pytest.mark.parametrize('method', OWN)
 def test_other_sdes_sample_the_ring_at_20(mixtures, sde, method):
@@ -117,10 +132,14 @@ def test_noise_removal_is_tweedie_at_the_last_time():
 
 def test_dynamic_thresholding_clips_each_sample_to_its_quantile():
   """Imagen's rule: a sample whose 99.5% quantile of |x0| is r > 1 is clipped to [-r, r] and
-  divided by r; one already inside [-1, 1] is left as it is."""
+  divided by r; one already inside [-1, 1] is left as it is. The wide sample has 401 values:
+  397 in [-2, 2], then 3, -3, 3 and an outlier 10. Its 99.5% quantile sits at rank
+  0.995 * 400 = 398 of the sorted |x0|, among the three 3s, so r = 3 whatever the
+  interpolation: the outlier becomes 1, the 3s +-1, the rest x / 3. 1e-6 (float32)."""
   sde = VPSDE()
-  inside = torch.linspace(-0.9, 0.9, 1000)
-  wide = 3.0 * torch.linspace(-1, 1, 1000)
+  inside = torch.linspace(-0.9, 0.9, 401)
+  body = torch.linspace(-2, 2, 397)
+  wide = torch.cat([body, torch.tensor([3.0, -3.0, 3.0, 10.0])])
   x0 = torch.stack([inside, wide])
   t = 0.5
   m, s = (float(c) for c in sde.marginal_coeffs(torch.tensor([t])))
@@ -128,9 +147,8 @@ def test_dynamic_thresholding_clips_each_sample_to_its_quantile():
   model = Predictions(sde, lambda x, t: torch.zeros_like(x), thresholding=True)
   out = model.x0(x, t)
   assert torch.allclose(out[0], inside, atol=1e-6)
-  r = torch.quantile(wide.abs(), 0.995)
-  assert torch.allclose(out[1], wide.clamp(-r, r) / r, atol=1e-6)
-  assert out[1].abs().max() <= 1 + 1e-6
+  assert torch.allclose(out[1], torch.cat([body / 3, torch.tensor([1.0, -1.0, 1.0, 1.0])]),
+                        atol=1e-6)
 
 
 @pytest.mark.parametrize('overrides,match', [

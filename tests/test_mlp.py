@@ -7,15 +7,20 @@ from models.mlp import MLP
 
 
 def test_mlp_maps_points_to_points_with_the_described_parameter_count():
-  config = get_default_config()
-  config.model.update(name='mlp', hidden=64, num_layers=3)
-  model = get_model(config)
-  assert isinstance(model, MLP)
-  h = 64
-  dense = lambda i, o: i * o + o   # noqa: E731
-  # time embedding 2 dense, input, 3 per block (fc1, temb_proj, fc2), output
-  expected = 2 * dense(h, h) + dense(2, h) + 3 * 3 * dense(h, h) + dense(h, 2)
-  assert sum(p.numel() for p in model.parameters()) == expected
+  """The parameter count of the described network, counted by hand from its layer sizes
+  (weights + biases of each dense layer, h = hidden):
+    time embedding, 2 dense h -> h      2 (h^2 + h)
+    input 2 -> h                        2h + h
+    each block: fc1, temb_proj, fc2     3 (h^2 + h)
+    output h -> 2                       2h + 2
+  h = 64, 3 blocks: 8,320 + 192 + 37,440 + 130 = 46,082; h = 32, 1 block: 2,112 + 96 + 3,168
+  + 66 = 5,442."""
+  for hidden, num_layers, count in [(64, 3, 46_082), (32, 1, 5_442)]:
+    config = get_default_config()
+    config.model.update(name='mlp', hidden=hidden, num_layers=num_layers)
+    model = get_model(config)
+    assert isinstance(model, MLP)
+    assert sum(p.numel() for p in model.parameters()) == count, (hidden, num_layers)
   out = model(torch.randn(5, 2), torch.rand(5) * 999)
   assert out.shape == (5, 2) and out.dtype == torch.float32
 

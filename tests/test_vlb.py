@@ -148,6 +148,23 @@ def test_each_term_matches_monte_carlo(variance, steps):
   assert abs(mc_prior.mean() - result.prior[0]) < 4.5 * mc_prior.std() / math.sqrt(len(mc_prior))
 
 
+def test_prior_term_is_the_closed_form_kl_on_a_short_chain():
+  """L_T = KL(q(x_N | x0) || N(0, I)) / (D log 2) with q(x_N | x0) = N(sqrt(abar_N) x0,
+  (1 - abar_N) I): per coordinate 1/2 (abar_N x0^2 - abar_N - log(1 - abar_N)) nats. On DDPM
+  chains abar_N ~ 4e-5 and the mean of q(x_N | x0) hardly matters, so here a chain with
+  abar_N far from 0: beta_max = 1, N = 10, Ho et al.'s betas linspace(0.1 / N, 1 / N, N) and
+  abar_N = prod(1 - beta_i) = 0.565, computed from the betas, not read from the chain. Float64
+  arithmetic on the same numbers: 1e-12."""
+  sde = VPSDE(beta_min=0.1, beta_max=1.0, N=10)
+  abar_n = float(np.prod(1 - np.linspace(0.01, 0.1, 10)))
+  assert abs(abar_n - 0.565) < 1e-3
+  x0 = torch.tensor([[-1.0, -0.2, 0.4, 1.0], [0.0, 0.6, -0.8, 0.2]], dtype=torch.float64)
+  result = vlb(gaussian_optimal_eps(sde), sde, x0, num_bins=NUM_BINS,
+               generator=torch.Generator().manual_seed(0), progress=False)
+  nats = 0.5 * (abar_n * x0 ** 2 - abar_n - math.log(1 - abar_n))
+  assert torch.allclose(result.prior, nats.sum(1) / (4 * math.log(2)), rtol=1e-12, atol=0)
+
+
 def test_decoder_probabilities_sum_to_one():
   # Every grid point's bin mass under N(mean, std^2), for several means and widths, including
   # means outside [-1, 1] and std much smaller / larger than a bin: total 1 to 1e-12 (float64).
