@@ -24,9 +24,16 @@ $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-deps -r requirements-bench.txt
 	touch $@
 
-setup: $(VENV)/.installed
+# The framework itself, editable (pyproject.toml): importable from anywhere with .venv's python.
+# compat mode puts the checkout on sys.path (a .pth), so every top-level package is found as it
+# is here; no build isolation: setuptools comes with the venv, so nothing is downloaded.
+$(VENV)/.installed-package: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	touch $@
 
-test: $(VENV)/.installed-test $(VENV)/.installed-bench
+setup: $(VENV)/.installed-package
+
+test: setup $(VENV)/.installed-test $(VENV)/.installed-bench
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench-deps: $(VENV)/.installed-bench

@@ -68,29 +68,13 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', seed=0, progres
   undercut the model's true value. Use hutchinson='exact' where D backward passes per ODE
   step are affordable (digits: 64), or more n_probes, which shrinks var(n) and the bias.
   """
-  e, scaler = config.eval, get_data_scaler(config)
-  draws = e.dequantization_draws
+  e, draws = config.eval, config.eval.dequantization_draws
   dequantize = get_dequantizer(e.dequantization, draws, flow)
   results = []
   batches = split_batches(config, split, e.bpd_num_images, e.batch_size, device, ddp)
   for index, x in tqdm(batches, desc=f'bits/dim ({split})', disable=not progress):
-    generator = batch_generator(seed, index, device, BPD)
-    solve = lambda y: likelihood(score_fn, sde, y, eps=e.bpd_eps, rtol=e.bpd_rtol,
-                                 atol=e.bpd_atol, hutchinson=e.hutchinson, n_probes=e.n_probes,
-                                 generator=generator)
-    dim, density = x[0].numel(), None
-    if x.dim() == 4:   # images; 2-D toy points are continuous
-      y, log_q = dequantize(x.repeat(draws, 1, 1, 1), config.data.num_bins, scaler, sde,
-                            e.bpd_eps, generator)
-      solves = [solve(rows) for rows in y.split(e.batch_size)]
-      logp = torch.cat([result.logp for result in solves])
-      bpd = importance_weighted_bpd(logp, log_q, draws, dim, config.data.num_bins, scaler)
-      density = (bits_per_dim(logp, dim, config.data.num_bins, scaler).reshape(draws, -1)
-                 .mean(0).cpu().numpy())
-    else:
-      solves = [solve(scaler(x))]
-      bpd = -solves[0].logp / (dim * math.log(2))
-    results.append((index, (bpd.cpu().numpy(), density, [result.nfe for result in solves])))
+    results.append((index, batch_bpd(config, score_fn, sde, x,
+                                     batch_generator(seed, index, device, BPD), dequantize)))
   results = gathered(results, ddp)
   if results is None:
     return None, None
@@ -102,6 +86,31 @@ def split_bpd(config, score_fn, sde, split='test', device='cpu', seed=0, progres
   if images and e.dequantization != 'uniform':
     kind['density'] = summary(np.concatenate([density for _, (_, density, _) in results]))
   return {**summary(per_sample), 'nfe': float(np.mean(nfe)), **kind}, per_sample
+
+
+def batch_bpd(config, score_fn, sde, x, generator, dequantize):
+  """Bits/dim of one batch x in [0, 1] (images; 2-D toy points as they are), as split_bpd
+  computes those of a split's batch drawn with `generator` (`dequantize`: get_dequantizer's):
+  (per-image bits/dim, the bits/dim of the dequantized points' density alone (None for
+  points), score evaluations per solve)."""
+  e, scaler = config.eval, get_data_scaler(config)
+  draws = e.dequantization_draws
+  solve = lambda y: likelihood(score_fn, sde, y, eps=e.bpd_eps, rtol=e.bpd_rtol,
+                               atol=e.bpd_atol, hutchinson=e.hutchinson, n_probes=e.n_probes,
+                               generator=generator)
+  dim, density = x[0].numel(), None
+  if x.dim() == 4:   # images; 2-D toy points are continuous
+    y, log_q = dequantize(x.repeat(draws, 1, 1, 1), config.data.num_bins, scaler, sde,
+                          e.bpd_eps, generator)
+    solves = [solve(rows) for rows in y.split(e.batch_size)]
+    logp = torch.cat([result.logp for result in solves])
+    bpd = importance_weighted_bpd(logp, log_q, draws, dim, config.data.num_bins, scaler)
+    density = (bits_per_dim(logp, dim, config.data.num_bins, scaler).reshape(draws, -1)
+               .mean(0).cpu().numpy())
+  else:
+    solves = [solve(scaler(x))]
+    bpd = -solves[0].logp / (dim * math.log(2))
+  return bpd.cpu().numpy(), density, [result.nfe for result in solves]
 
 
 def split_score_bound(config, score_fn, sde, split='test', device='cpu', seed=0, progress=True,

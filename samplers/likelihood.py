@@ -7,6 +7,13 @@ Both are integrated jointly with torchdiffeq. The divergence is the trace of the
 estimated as Hutchinson's (1/K) sum_k v_k^T (df_tilde/dx) v_k with K probes v_k drawn once
 per solve (FFJORD) from N(0, I) or uniformly from {-1, 1}^D; with the D unit vectors
 instead ('exact') the sum is the trace itself (D backward passes: low dimension only).
+
+The default probe is Rademacher: for any matrix J, v^T J v has variance 2 ||S||_F^2 under
+Gaussian v and 2 (||S||_F^2 - sum_i S_ii^2) under Rademacher v (S = (J + J^T) / 2; Hutchinson
+1990), never more. With exact Gaussian-mixture scores (tests/gmm_oracle.py's random_mixture,
+one probe, rtol = atol = 1e-5) the per-point error of log p has a standard deviation of 0.38
+nats/dim against Gaussian probes' 0.93 in 2-D (256 points), 0.047 against 0.23 in 64-D (128
+points); tests/test_first_hour.py checks the ordering.
 """
 import dataclasses
 import math
@@ -81,12 +88,13 @@ def bits_per_dim(logp, dim, num_bins, scaler=None):
 
 
 def likelihood(score_fn, sde, x, eps=1e-5, rtol=1e-5, atol=1e-5, method='dopri5',
-               hutchinson='gaussian', n_probes=1, generator=None, num_bins=None, scaler=None):
+               hutchinson='rademacher', n_probes=1, generator=None, num_bins=None, scaler=None):
   """Log density of x (at time eps) under the probability-flow ODE of `sde` and `score_fn`.
 
   x is in the model's space and, for a `bpd` of quantized data, already dequantized by the
   caller (evaluation.bpd does it: x = scaler((k + u) / num_bins)). num_bins and scaler give
-  the bits/dim (see `bits_per_dim`). hutchinson: 'gaussian' | 'rademacher' | 'exact';
+  the bits/dim (see `bits_per_dim`). hutchinson: 'rademacher' (default: the smaller
+  variance, see above) | 'gaussian' | 'exact';
   n_probes random probes are averaged (ignored for 'exact'). Returns a LikelihoodResult.
   """
   if hutchinson not in DIVERGENCE_ESTIMATORS:

@@ -7,9 +7,11 @@ import shlex
 import sys
 import traceback
 
+import numpy as np
 import pytest
 import torch
 from absl import flags
+from PIL import Image
 
 from configs.run_config import write_run_config
 from configs.vp_digits import get_config as digits_config
@@ -47,7 +49,27 @@ def tiny_trained(workdir):
   train(config, workdir, progress=False)
 
 
+DATA_ROWS = ('missing-cifar10', 'missing-folder', 'unreadable-folder', 'not-an-image',
+             'folder-num-bins', 'folder-num-classes')
+
+
+def two_class_folder(folder, note=False):
+  """16x16 RGB PNGs in folder/red and folder/blue, and with `note` a text file among them."""
+  rng = np.random.default_rng(0)
+  for name in ('red', 'blue'):
+    os.makedirs(os.path.join(folder, name))
+    for i in range(2):
+      Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+          os.path.join(folder, name, f'{i}.png'))
+  if note:
+    with open(os.path.join(folder, 'red', 'zz_notes.png'), 'w') as f:
+      f.write('notes, not an image')
+
+
 SETUP = {
+    'not-an-image': lambda w, d: two_class_folder(d, note=True),
+    'folder-num-bins': lambda w, d: two_class_folder(d),
+    'folder-num-classes': lambda w, d: two_class_folder(d),
     'unreadable-folder': lambda w, d: (os.makedirs(os.path.join(d, 'train')),
                                        open(os.path.join(d, 'train', 'x.png'), 'w').write('no')),
     'crafted-pickle': lambda w, d: (os.makedirs(os.path.join(w, 'checkpoints')), torch.save(
@@ -100,7 +122,7 @@ def test_bad_input_is_one_line_and_writes_nothing(row, tmp_path, one_thread):
   os.makedirs(scratch)
   if name in SETUP:
     SETUP[name](workdir, scratch)
-  before = listing(workdir)
+  before, existed = listing(workdir), os.path.exists(workdir)
   replace = lambda text: text.replace('D/', scratch + '/').replace('=D', '=' + scratch).replace(
       'W/', workdir + '/').replace(' W', ' ' + workdir)
   status, err = run_forked(shlex.split(replace(' ' + arguments)), str(tmp_path / 'stderr'))
@@ -109,6 +131,8 @@ def test_bad_input_is_one_line_and_writes_nothing(row, tmp_path, one_thread):
   pattern = '.*'.join(re.escape(part) for part in replace(message).split('...'))
   assert re.search(pattern, lines[0]), (lines[0], message)
   assert listing(workdir) == before
+  if name in DATA_ROWS:   # the data are checked before the workdir is even created
+    assert os.path.exists(workdir) == existed
   assert not os.path.exists(os.path.join(scratch, 'executed'))
 
 

@@ -5,7 +5,7 @@ import math
 import torch
 from torchvision.utils import make_grid
 
-MIN_SIDE = 32   # pixels per image side in a grid
+MIN_SIDE = 64   # pixels per image side in a grid at least (8x8 digits: 8 screen pixels each)
 
 
 def scatter_image(points, bound, reference=None, size=256):
