@@ -2,7 +2,7 @@
 log-densities, beside k-diffusion's `log_likelihood`; and the ODE's bits/dim against the DDPM
 bound on the trained digits model.
 
-Mixtures (tests/gmm_oracle.py) on the VP-SDE with their exact score: the ring of 8 in 2-D and
+Mixtures (sde_lib/gaussian_mixture.py) on the VP-SDE with their exact score: the ring of 8 in 2-D and
 the anisotropic 3-mode random_mixture(64). Points: exact samples of the mixture (fixed seed),
 in float64 so that the errors are the solver's and the estimator's, not float32's. The ODE
 starts at t = eps = 1e-5 (likelihood's default), so what it estimates is log p_eps(x), the
@@ -47,11 +47,12 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+sys.path.insert(0, ROOT)
 
 from benchmarks.results_io import results_dir, write_results  # noqa: E402
 from benchmarks.sampler_quality import KarrasDenoiser, import_k_diffusion  # noqa: E402
-from gmm_oracle import exact_score_fn, random_mixture, ring_mixture  # noqa: E402
+from sde_lib.gaussian_mixture import exact_score_fn, random_mixture
+from sde_lib.gaussian_mixture import ring_mixture  # noqa: E402
 from samplers.likelihood import likelihood  # noqa: E402
 from sde_lib import VPSDE  # noqa: E402
 

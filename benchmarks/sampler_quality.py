@@ -1,7 +1,7 @@
 """Our samplers against k-diffusion's and diffusers' on analytic Gaussian mixtures, with the
 exact score.
 
-Two mixtures (tests/gmm_oracle.py): the 2-D ring of 8 narrow modes and random_mixture(64), three
+Two mixtures (sde_lib/gaussian_mixture.py): the 2-D ring of 8 narrow modes and random_mixture(64), three
 anisotropic 64-D modes of unequal weight. Every sampler draws n samples (2000; 1000 in 64-D,
 where a point's score costs 6 times the 2-D one's) from the same x_T ~ prior and may spend a
 budget of score evaluations (nfe; 5 10 20 50 100 200 1000; a sampler whose least cost exceeds
@@ -73,12 +73,13 @@ import warnings
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
+sys.path.insert(0, ROOT)
 
 from benchmarks import diffusers_samplers  # noqa: E402
 from benchmarks.results_io import results_dir, write_results  # noqa: E402
 from configs.default import get_default_config  # noqa: E402
-from gmm_oracle import exact_score_fn, random_mixture, ring_mixture, sliced_wasserstein  # noqa: E402
+from sde_lib.gaussian_mixture import exact_score_fn, random_mixture, ring_mixture
+from evaluation.sample_metrics import sliced_wasserstein  # noqa: E402
 from samplers import get_sampler  # noqa: E402
 from samplers.predictions import Predictions  # noqa: E402
 from samplers.probability_flow import flow  # noqa: E402

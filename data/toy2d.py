@@ -9,24 +9,16 @@ import math
 import torch
 from torch.utils.data import TensorDataset
 
+from sde_lib.gaussian_mixture import ring_mixture
 from utils.errors import ConfigError
 
 SPLIT_SEEDS = {'train': 0, 'test': 1}
 
 
-def ring_mixture(radius, std, n_modes=8):
-  """Equal-weight isotropic Gaussians N(mu_k, std^2 I) with mu_k = radius (cos a_k, sin a_k),
-  a_k = 2 pi k / n_modes. Returns (weights [K], means [K, 2], covs [K, 2, 2]) in float64."""
-  angles = 2 * math.pi * torch.arange(n_modes, dtype=torch.float64) / n_modes
-  means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
-  covs = std ** 2 * torch.eye(2, dtype=torch.float64).expand(n_modes, 2, 2).clone()
-  weights = torch.full((n_modes,), 1.0 / n_modes, dtype=torch.float64)
-  return weights, means, covs
-
-
 def sample_ring(n, radius, std, n_modes, generator):
-  """n points of the ring mixture and the index of the mode each came from."""
-  _, means, _ = ring_mixture(radius, std, n_modes)
+  """n points of the ring mixture (sde_lib/gaussian_mixture.py ring_mixture, whose exact score
+  and density are known) and the index of the mode each came from."""
+  means = ring_mixture(n_modes, radius, std).means
   modes = torch.randint(n_modes, (n,), generator=generator)
   noise = std * torch.randn(n, 2, generator=generator, dtype=torch.float64)
   return (means[modes] + noise).float(), modes

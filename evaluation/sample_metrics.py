@@ -74,3 +74,14 @@ def inception_score(probs, splits=10):
     kl = (torch.special.xlogy(part, part) - torch.special.xlogy(part, marginal)).sum(1)
     scores.append(kl.mean().exp().item())
   return float(np.mean(scores)), float(np.std(scores))
+
+
+def sliced_wasserstein(x, y, n_projections=256, seed=0):
+  """Mean over random directions of the 1-D Wasserstein-2 distance (equal sample sizes)."""
+  g = torch.Generator().manual_seed(seed)
+  x, y = x.double().flatten(1), y.double().flatten(1)
+  dirs = torch.randn(x.shape[1], n_projections, generator=g, dtype=torch.float64)
+  dirs = dirs / dirs.norm(dim=0, keepdim=True)
+  px, _ = torch.sort(x @ dirs, dim=0)
+  py, _ = torch.sort(y @ dirs, dim=0)
+  return ((px - py) ** 2).mean().sqrt().item()

@@ -10,7 +10,7 @@ instead ('exact') the sum is the trace itself (D backward passes: low dimension 
 
 The default probe is Rademacher: for any matrix J, v^T J v has variance 2 ||S||_F^2 under
 Gaussian v and 2 (||S||_F^2 - sum_i S_ii^2) under Rademacher v (S = (J + J^T) / 2; Hutchinson
-1990), never more. With exact Gaussian-mixture scores (tests/gmm_oracle.py's random_mixture,
+1990), never more. With exact Gaussian-mixture scores (sde_lib/gaussian_mixture.py's random_mixture,
 one probe, rtol = atol = 1e-5) the per-point error of log p has a standard deviation of 0.38
 nats/dim against Gaussian probes' 0.93 in 2-D (256 points), 0.047 against 0.23 in 64-D (128
 points); tests/test_first_hour.py checks the ordering.

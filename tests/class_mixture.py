@@ -6,7 +6,7 @@ p_t(x | y) is a mixture again (gmm_oracle), and p_t(y | x) = pi_y p_t(x | y) / p
 """
 import torch
 
-from gmm_oracle import GaussianMixture
+from sde_lib.gaussian_mixture import GaussianMixture
 
 
 class ClassMixture:

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from gmm_oracle import GaussianMixture
+from sde_lib.gaussian_mixture import GaussianMixture
 
 # Budgets for the measured orders of DPM-Solver and UniPC: 2 mod 6, so DPM-Solver-fast's split
 # is all order-2 steps for order 2 and [3, ..., 3, 2] for order 3 (its final order-1 step at

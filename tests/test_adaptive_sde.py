@@ -14,8 +14,9 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import gaussian_data
-from gmm_oracle import (assert_matches, random_mixture, reference_distance, ring_mixture,
-                        sliced_wasserstein)
+from evaluation.sample_metrics import sliced_wasserstein
+from sde_lib.gaussian_mixture import random_mixture, ring_mixture
+from gmm_oracle import assert_matches, reference_distance
 from samplers import get_sampler
 from samplers.adaptive_sde import adaptive_sde
 from samplers.driver import sample

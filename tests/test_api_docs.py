@@ -20,7 +20,7 @@ def test_every_snippet_of_the_api_doc_runs(tmp_path):
   blocks = python_blocks(DOC)
   assert len(blocks) >= 4
   (tmp_path / 'snippets.py').write_text('\n'.join(blocks))
-  env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=os.path.join(ROOT, 'tests'))
+  env = dict(os.environ, OMP_NUM_THREADS='1')
   result = subprocess.run([PYTHON, 'snippets.py'], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

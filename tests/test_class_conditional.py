@@ -15,8 +15,7 @@ import data
 import sde_lib
 from configs.default import get_default_config
 from configs.run_config import defines_model
-from data.toy2d import ring_mixture
-from gmm_oracle import GaussianMixture
+from sde_lib.gaussian_mixture import GaussianMixture, ring_mixture
 from models import get_model
 from models.ddpm import DDPM
 from models.mlp import MLP
@@ -317,7 +316,7 @@ def test_trainer_passes_each_batchs_labels_to_the_loss(tmp_path, one_thread, mon
 
   monkeypatch.setattr(trainer_module, 'get_loss_fn', recording)
   trainer_module.train(config, str(tmp_path), progress=False)
-  means = ring_mixture(4.0, 0.2, 8)[1].float()
+  means = ring_mixture(8, 4.0, 0.2).means.float()
   assert len(seen) == 3
   for x, classes in seen:
     assert classes is not None and classes.dtype == torch.long

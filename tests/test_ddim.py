@@ -4,7 +4,7 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import exact_flow, gaussian_data, loglog_slope
-from gmm_oracle import exact_score_fn, ring_mixture
+from sde_lib.gaussian_mixture import exact_score_fn, ring_mixture
 from samplers import get_sampler
 from sde_lib import VPSDE
 

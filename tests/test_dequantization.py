@@ -15,7 +15,7 @@ from configs.default import get_default_config
 from evaluation.bpd import BPD, split_bpd
 from evaluation.dequantization import (DEQUANTIZERS, get_dequantizer, importance_weighted_bpd,
                                        truncated_normal)
-from gmm_oracle import GaussianMixture, exact_score_fn
+from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn
 from samplers.draw import batch_generator
 from samplers.likelihood import likelihood
 from sde_lib import VPSDE

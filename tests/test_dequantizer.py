@@ -12,7 +12,7 @@ import torch
 
 from evaluation.score_bound import score_matching_bound
 from gaussian_flow import gaussian_score_fn
-from gmm_oracle import GaussianMixture
+from sde_lib.gaussian_mixture import GaussianMixture
 from models.dequantizer import DequantizationFlow
 from samplers.likelihood import bits_per_dim
 from sde_lib import VPSDE

@@ -4,7 +4,8 @@ import torch
 
 pytest.importorskip('diffusers')
 from benchmarks.diffusers_samplers import marginal_betas, sample, scheduler  # noqa: E402
-from gmm_oracle import GaussianMixture, exact_score_fn  # noqa: E402
+from sde_lib.gaussian_mixture import GaussianMixture
+from sde_lib.gaussian_mixture import exact_score_fn  # noqa: E402
 from sde_lib import SubVPSDE, VPSDE  # noqa: E402
 
 

@@ -7,7 +7,8 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import ORDER_BUDGETS, exact_flow, gaussian_data, loglog_slope
-from gmm_oracle import assert_matches, exact_score_fn, random_mixture, ring_mixture
+from sde_lib.gaussian_mixture import exact_score_fn, random_mixture, ring_mixture
+from gmm_oracle import assert_matches
 from samplers import get_sampler
 from samplers.dpm_solver import fast_orders
 from sde_lib import VPSDE

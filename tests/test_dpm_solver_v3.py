@@ -17,8 +17,8 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import exact_flow, gaussian_data, loglog_slope
-from gmm_oracle import (GaussianMixture, assert_matches, exact_score_fn, random_mixture,
-                        reference_distance, ring_mixture)
+from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn, random_mixture, ring_mixture
+from gmm_oracle import assert_matches, reference_distance
 from models import get_model
 from samplers import draw as draw_module
 from samplers.ddim import ddim

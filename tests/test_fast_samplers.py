@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from configs.default import get_default_config
-from gmm_oracle import (assert_matches, exact_score_fn, random_mixture, reference_distance,
-                        ring_mixture, sliced_wasserstein)
+from evaluation.sample_metrics import sliced_wasserstein
+from sde_lib.gaussian_mixture import exact_score_fn, random_mixture, ring_mixture
+from gmm_oracle import assert_matches, reference_distance
 from samplers import get_sampler
 from samplers.predictions import Predictions
 from samplers.registry import FAST_SAMPLERS

@@ -15,7 +15,7 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import gaussian_score_fn
-from gmm_oracle import GaussianMixture
+from sde_lib.gaussian_mixture import GaussianMixture
 from samplers import get_sampler
 from samplers.imputation import (COLOR_BASIS, Observation, colorization, impose, impute,
                                  imputed_score_fn, repaint_schedule)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from gmm_oracle import GaussianMixture, exact_score_fn
+from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn
 from samplers.langevin import annealed_langevin, langevin
 from sde_lib import VESDE, VPSDE
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from gmm_oracle import GaussianMixture, exact_score_fn, random_mixture
+from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn, random_mixture
 from samplers.likelihood import (DIVERGENCE_ESTIMATORS, bits_per_dim, likelihood, probe_divergence,
                                  unit_probes)
 from sde_lib import VESDE, VPSDE

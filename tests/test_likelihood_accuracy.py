@@ -9,7 +9,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gmm_oracle import GaussianMixture, exact_score_fn  # noqa: E402
+from sde_lib.gaussian_mixture import GaussianMixture
+from sde_lib.gaussian_mixture import exact_score_fn  # noqa: E402
 from sde_lib import VPSDE  # noqa: E402
 
 

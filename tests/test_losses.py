@@ -15,7 +15,7 @@ from scipy import integrate
 
 from configs.default import get_default_config
 from sde_lib import SubVPSDE, VESDE, VPSDE, get_sde
-from gmm_oracle import ring_mixture
+from sde_lib.gaussian_mixture import ring_mixture
 from network_labels import time_of_label
 from training.losses import BatchRows, drop_labels, dsm_per_sample, get_loss_fn
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchsde
 
-from gmm_oracle import exact_score_fn, ring_mixture
+from sde_lib.gaussian_mixture import exact_score_fn, ring_mixture
 from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
 from samplers.reverse_sde import TorchsdeReverse
 from sde_lib import SubVPSDE, VESDE, VPSDE

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from gmm_oracle import GaussianMixture, exact_score_fn, ring_mixture
+from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn, ring_mixture
 from samplers.probability_flow import flow
 from sde_lib import SubVPSDE, VESDE, VPSDE
 

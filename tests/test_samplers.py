@@ -1,7 +1,7 @@
 """Every sampler, fed the exact score of an analytic Gaussian mixture, samples that mixture.
 
 The marginals of a mixture under a linear SDE are mixtures with known parameters
-(tests/gmm_oracle.py), so the exact score is available at every t and the only errors left
+(sde_lib/gaussian_mixture.py), so the exact score is available at every t and the only errors left
 are the sampler's own: discretization (O(1/steps)) and Monte-Carlo noise (O(1/sqrt(n))).
 """
 import math
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from configs.default import get_default_config
-from gmm_oracle import (GaussianMixture, assert_matches, exact_score_fn, random_mixture,
-                        reference_distance, ring_mixture)
+from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn, random_mixture, ring_mixture
+from gmm_oracle import assert_matches, reference_distance
 from sde_lib import SubVPSDE, VESDE, VPSDE
 from samplers import get_sampler
 

@@ -12,7 +12,8 @@ import sde_lib
 from configs.vp_digits import get_config as digits_config
 from configs.vp_toy2d import get_config as toy2d_config
 from data import get_dataset
-from gmm_oracle import ring_mixture, sliced_wasserstein
+from evaluation.sample_metrics import sliced_wasserstein
+from sde_lib.gaussian_mixture import ring_mixture
 from models import restore_for_inference
 from utils.checkpoint import list_checkpoints, load_checkpoint
 from samplers.draw import data_sampler, draw_samples

@@ -7,7 +7,7 @@ import torch
 
 from configs.default import get_default_config
 from gaussian_flow import ORDER_BUDGETS, exact_flow, gaussian_data, loglog_slope
-from gmm_oracle import exact_score_fn, ring_mixture
+from sde_lib.gaussian_mixture import exact_score_fn, ring_mixture
 from samplers import get_sampler
 from samplers.ddim import ddim
 from samplers.dpm_solver import dpm_solver_pp_multistep
