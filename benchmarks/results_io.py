@@ -1,9 +1,10 @@
 """Where a benchmark's results go: benchmarks/results/<name>.json and <name>.md, each written
-atomically (a stopped run never leaves half a table)."""
+atomically (a stopped run never leaves half a table) by utils.atomic.write_report, as
+evaluation's reports are."""
 import json
 import os
 
-from utils.atomic import atomic_write
+from utils.atomic import atomic_write, write_report
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
@@ -17,10 +18,8 @@ def results_dir(quick=False):
 def write_results(name, report, markdown, out_dir=RESULTS):
   """Write `report` (JSON-serialisable) and `markdown` to <out_dir>/<name>.{json,md}; returns
   the path without extension."""
-  os.makedirs(out_dir, exist_ok=True)
   out = os.path.join(out_dir, name)
-  atomic_write(out + '.json', lambda f: f.write(json.dumps(report, indent=2).encode()))
-  atomic_write(out + '.md', lambda f: f.write(markdown.encode()))
+  write_report(out, report, markdown)
   return out
 
 

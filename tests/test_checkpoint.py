@@ -1,4 +1,6 @@
-"""Checkpoints: exact round trips, keep-k, the latest pointer, crash safety, strict loading."""
+"""Checkpoints: exact round trips, keep-k, the latest pointer, crash safety (a full disk
+included), strict loading."""
+import errno
 import fractions
 import os
 
@@ -8,7 +10,10 @@ import torch
 from configs.default import get_default_config
 from models import ExponentialMovingAverage, get_model
 from models import restore_for_inference
+from test_trainer import assert_same_weights, tiny_config as tiny_run
+from training.trainer import train
 from utils import checkpoint as ckpt
+from utils.atomic import DiskFull, _amount
 
 
 def tiny_config(hidden=16):
@@ -122,6 +127,39 @@ def test_crash_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path, monke
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['ckpt_1.pt', 'latest']
   state = ckpt.load_checkpoint(ckpt.latest_checkpoint(workdir))
   assert state['step'] == 1 and torch.equal(state['w'], torch.arange(4.0))
+
+
+def test_a_full_disk_while_training_checkpoints_is_one_line_and_keeps_the_previous(
+    tmp_path, monkeypatch, one_thread):
+  """The disk fills while the trainer writes step 20's checkpoint: one line naming the file, the
+  space it needs (the size step 20's checkpoint has once written) and the previous checkpoint,
+  which stays the latest and loads; no temporary file is left, and the same command then
+  resumes from step 10 to what an uninterrupted run has."""
+  workdir, straight = str(tmp_path / 'run'), str(tmp_path / 'straight')
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  train(tiny_run(10), workdir, progress=False)
+  real_save = torch.save
+
+  def disk_fills_once(obj, f):   # atomic_write's count of the size needed then succeeds
+    monkeypatch.setattr(torch, 'save', real_save)
+    f.write(b'PK\x03\x04 part of a checkpoint')
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(torch, 'save', disk_fills_once)
+  with pytest.raises(DiskFull) as info:
+    train(tiny_run(20), workdir, progress=False)
+
+  message, previous = str(info.value), os.path.join(checkpoints, 'ckpt_10.pt')
+  assert sorted(os.listdir(checkpoints)) == ['ckpt_10.pt', 'latest']
+  assert ckpt.latest_checkpoint(workdir) == previous
+  assert ckpt.load_checkpoint(previous)['step'] == 10
+  train(tiny_run(20), workdir, progress=False)
+  train(tiny_run(20), straight, progress=False)
+  written = os.path.join(checkpoints, 'ckpt_20.pt')
+  assert_same_weights(ckpt.load_checkpoint(written),
+                      ckpt.load_checkpoint(os.path.join(straight, 'checkpoints', 'ckpt_20.pt')))
+  assert '\n' not in message and message.startswith(
+      f"no space left to write {written}: it needs {_amount(os.path.getsize(written))}, "), message
+  assert message.endswith(f"the previous checkpoint, {previous}, is intact and still the latest")
 
 
 def test_wrong_architecture_names_the_mismatch(tmp_path):

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from utils.errors import ConfigError
+from utils.seeding import derived_seed
 
 # Random streams of a step (step_seed): the items' augmentations, the losses' draws for the
 # global batch, and torch's global generator (network dropout) in each process.
@@ -25,7 +26,7 @@ DATA, LOSS, PROCESS = 0, 1, 2
 
 def step_seed(seed, step, *stream):
   """A well-mixed 63-bit seed for one (run seed, step, stream ...)."""
-  return int(np.random.SeedSequence([seed, step, *stream]).generate_state(2, np.uint64)[0] >> 1)
+  return derived_seed(seed, step, *stream, dtype=np.uint64) >> 1
 
 
 class StepBatches(Dataset):

@@ -2,7 +2,8 @@
 
 Layout: <workdir>/checkpoints/ckpt_<step>.pt and a `latest` file naming the newest one.
 Every file is written to a temporary file in the same directory and moved into place with
-os.replace, so a crash mid-write leaves the previous checkpoint and pointer untouched.
+os.replace, so a crash mid-write, or a full disk (one line: utils.atomic.DiskFull), leaves the
+previous checkpoint and pointer untouched.
 """
 import glob
 import os
@@ -11,7 +12,7 @@ import re
 
 import torch
 
-from utils.atomic import atomic_write
+from utils.atomic import DiskFull, atomic_write
 from utils.errors import ConfigError
 from utils.workdir import checkpoint_dir, checkpoint_path
 
@@ -50,7 +51,13 @@ def save_checkpoint(workdir, step, state, keep):
   delete all but the newest `keep` checkpoints, with the files derived from them
   (derived_path). Returns the path."""
   path = checkpoint_path(workdir, step)
-  atomic_write(path, lambda f: torch.save(state, f))
+  try:
+    atomic_write(path, lambda f: torch.save(state, f))
+  except DiskFull as e:
+    previous = latest_checkpoint(workdir)
+    intact = (f"the previous checkpoint, {previous}, is intact and still the latest" if previous
+              else "there is no earlier checkpoint")
+    raise DiskFull(f"{e}; {intact}") from None
   atomic_write(os.path.join(checkpoint_dir(workdir), LATEST),
                 lambda f: f.write(os.path.basename(path).encode()))
   for _, old in list_checkpoints(workdir)[:-max(keep, 1)]:

@@ -1,0 +1,9 @@
+"""Seeds derived from a run's seed: one well-mixed value per (run seed, index, stream ...), so
+that a step, a batch of samples or a random stream draws the same numbers however a run is
+split (processes, micro-batches, shards) or resumed."""
+import numpy as np
+
+
+def derived_seed(seed, index, *stream, dtype=np.uint32):
+  """The first word (uint32 or uint64) of np.random.SeedSequence([seed, index, *stream]), an int."""
+  return int(np.random.SeedSequence([seed, index, *stream]).generate_state(1, dtype)[0])
