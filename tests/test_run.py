@@ -217,8 +217,8 @@ def test_conditional_modes_from_the_command_line(tmp_path):
   with np.load(os.path.join(workdir, 'samples', npz)) as stored:
     assert list(stored['labels']) == [i % 10 for i in range(20)]
   from PIL import Image
-  # 10 rows of 2 images of 32 pixels with 2-pixel padding (utils/pictures.py class_picture).
-  assert Image.open(os.path.join(workdir, 'samples', npz[:-4] + '.png')).size == (70, 342)
+  # 10 rows of 2 images of 64 pixels with 2-pixel padding (utils/pictures.py class_picture).
+  assert Image.open(os.path.join(workdir, 'samples', npz[:-4] + '.png')).size == (134, 662)
   result = ok(run('--workdir', workdir, '--mode', 'train_classifier',
                   '--config.classifier.n_iters=3', '--config.classifier.batch_size=16'))
   assert 't = 1.00' in result.stdout
