@@ -17,6 +17,7 @@ from data import get_data_scaler, get_eval_dataset
 from data.masks import parse_mask
 from data.pil import pil_to_tensor
 from models import restore_for_inference
+from restoration.operators import Mask
 from samplers.draw import batch_generator, data_sampler, samples_key
 from samplers.imputation import Observation, colorization
 from sde_lib import get_sde
@@ -45,12 +46,14 @@ def source_image(config):
 
 
 def observation_and_input(config, kind, image):
-  """(the Observation of `image` in model space, the input's picture in [0, 1]): missing
-  pixels shown grey for inpainting, the grey image for colorization."""
+  """(the Observation of `image` in model space through its operator (restoration/operators.py:
+  Mask, Grey), the input's picture in [0, 1]): missing pixels shown grey for inpainting, the
+  grey image for colorization."""
   scaler = get_data_scaler(config)
   if kind == 'inpaint':
     mask = parse_mask(config.inpaint.mask, image.shape[-2], image.shape[-1])
-    return Observation(scaler(image)[None], mask), image * mask + 0.5 * (1 - mask)
+    return (Observation(scaler(image)[None], Mask(mask, image.shape)),
+            image * mask + 0.5 * (1 - mask))
   if image.shape[0] != 3:
     raise ConfigError(f"colorization needs colour images (data.num_channels = 3), the run's "
                       f"have {image.shape[0]} channel(s)")
@@ -71,7 +74,7 @@ def complete(config, workdir, kind):
   p = config.inpaint
   draw = data_sampler(config, get_sde(config), model, device, checkpoint=checkpoint,
                       workdir=workdir, resample=p.resample, jump_length=p.jump_length)
-  observation = Observation(*(a.to(device) if a is not None else a for a in observation))
+  observation = observation.to(device)
   x, _ = draw(p.num_completions, batch_generator(config.seed, 0, device), True, 0, observation)
   what = {'kind': kind, 'inpaint': p.to_dict(), 'image': image.flatten().tolist()}
   digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]

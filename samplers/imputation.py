@@ -1,6 +1,11 @@
 """Imputation by replacement (Song et al. 2021, app. I.2): inpainting and colorization with any
 sampler, and RePaint's resampling schedule (Lugmayr et al. 2022) for the predictor-corrector one.
 
+The known coordinates are those of a restoration operator A = U S V^T (restoration/operators.py):
+the coordinates V^T x where S is nonzero, a pixel mask's pixels (V = I) or, for colorization,
+every pixel's grey coordinate (V^T = COLOR_BASIS). The same operators serve the posterior
+samplers of restoration/ (DDRM, DDNM, ...): one mechanism.
+
 Why one wrapper of the score serves every sampler: each SDE here has an elementwise drift
 f(x, t) = a(t) x and a scalar diffusion g(t), and every sampler (predictors, Langevin correctors,
 the probability-flow ODE, torchsde, the fast solvers) combines x and score(x, t) coordinate by
@@ -14,66 +19,61 @@ at the end. Two things still read all coordinates: the fast solvers' dynamic thr
 (sampling.thresholding: a per-sample quantile of x0_hat, which mixes in the unused known part; do
 not combine it with imputation) and the adaptive solvers' error control (only the step sizes).
 
-Colorization is the same replacement in another basis: for an orthogonal per-pixel channel map B,
-B x_t = m(t) B x_0 + s(t) B z with B z ~ N(0, I) again, because the SDE is isotropic and its drift
-elementwise; the reverse process commutes with B, and the grey coordinate of B x is the known one.
+In another orthogonal basis V the same holds: V^T x_t = m(t) V^T x_0 + s(t) V^T z with
+V^T z ~ N(0, I) again, because the SDE is isotropic and its drift elementwise; the reverse
+process commutes with V^T.
 """
-import typing
-
 import torch
 
+from restoration.operators import COLOR_BASIS, Grey, Mask, Operator  # noqa: F401 (COLOR_BASIS)
 from sde_lib import batch_broadcast
 from utils.errors import ConfigError
 
-# Song et al. 2021, app. I.2: the orthogonal map that decouples a pixel's colour channels. Row c
-# gives coordinate c of (R, G, B): grey (1, 1, 1)/sqrt3 (sqrt3 times the mean (R + G + B) / 3),
-# then (-2, 1, 1)/sqrt6 and (0, 1, -1)/sqrt2. score_sde's code applies it to row vectors,
-# rgb @ M with M = COLOR_BASIS.T (entries 0.5774, -0.8165, 0.4082, 0.7071).
-COLOR_BASIS = (torch.tensor([[1., 1., 1.], [-2., 1., 1.], [0., 1., -1.]], dtype=torch.float64)
-               / torch.tensor([[3.], [6.], [2.]], dtype=torch.float64).sqrt())
 
-
-class Observation(typing.NamedTuple):
+class Observation:
   """What is known of x (B, C, H, W), in model space (data scaled as the model was trained).
 
-  y: known values, shape of x or broadcastable to it; finite, any value at unknown places.
-  mask: 1 = known, 0 = unknown, in the coordinates of `basis`; broadcastable to x ((H, W) for a
-    pixel mask, (C, 1, 1) for channel coordinates).
-  basis: None (pixels) or a C x C orthogonal matrix B: the coordinates are B x at every pixel.
+  y: an image with the known coordinates' values (shape of x or broadcastable to it; finite, any
+    value elsewhere), e.g. A^+ of a noiseless measurement.
+  operator: a restoration operator whose singular values' support are the known coordinates
+    V^T x, or a mask broadcastable to x (1 = known; (H, W) for a pixel mask), a Mask operator.
   """
-  y: torch.Tensor
-  mask: torch.Tensor
-  basis: typing.Optional[torch.Tensor] = None
+
+  def __init__(self, y, operator):
+    self.y = y
+    self.operator = operator if isinstance(operator, Operator) else Mask(operator)
+
+  def to(self, device):
+    return Observation(self.y.to(device), self.operator)
+
+  def known(self, x):
+    return (self.operator.singulars > 0).to(x.device)
 
   def to_basis(self, x):
-    """The coordinates B x of every pixel (x itself without a basis)."""
-    if self.basis is None:
-      return x
-    return torch.einsum('ij,bj...->bi...', self.basis.to(x), x)
+    """The spectral coordinates V^T x."""
+    return self.operator.Vt(x)
 
   def from_basis(self, c):
-    """x = B^T c, the inverse of `to_basis` (B is orthogonal)."""
-    if self.basis is None:
-      return c
-    return torch.einsum('ji,bj...->bi...', self.basis.to(c), c)
+    """x = V c, the inverse of `to_basis` (V is orthogonal)."""
+    return self.operator.V(c)
 
 
 def colorization(grey):
   """The Observation of colour images (B, 3, H, W) whose grey (R + G + B) / 3 is `grey`
-  (B, 1, H, W), in model space: their coordinate (1, 1, 1)/sqrt3 of COLOR_BASIS is sqrt3 grey.
+  (B, 1, H, W), in model space: the Grey operator, whose known coordinate is
+  (1, 1, 1)/sqrt3 of COLOR_BASIS, sqrt3 grey.
 
   y = grey in every channel has that grey coordinate (and zero colour). Model space: the data
   scaler x -> 2x - 1 (config.data.centered) or the identity acts on every channel alike, so the
   scaled image's grey is the scaled grey: pass the data scaler applied to a [0, 1] grey image.
   """
-  mask = torch.tensor([1., 0., 0.], dtype=grey.dtype, device=grey.device).reshape(3, 1, 1)
-  return Observation(grey.expand(-1, 3, -1, -1), mask, COLOR_BASIS)
+  return Observation(grey.expand(-1, 3, -1, -1), Grey((3,) + tuple(grey.shape[2:])))
 
 
 def impose(x, observation):
-  """x with its known coordinates (in the observation's basis) set to y."""
-  known = observation.mask.to(x.device).bool()
-  coords = torch.where(known, observation.to_basis(observation.y.to(x)), observation.to_basis(x))
+  """x with its known coordinates (in the operator's basis V^T) set to those of y."""
+  coords = torch.where(observation.known(x), observation.to_basis(observation.y.to(x)),
+                       observation.to_basis(x))
   return observation.from_basis(coords)
 
 
@@ -93,7 +93,7 @@ def imputed_score_fn(score_fn, sde, observation, noise):
   def score(x, t):
     mean_coeff, std = sde.marginal_coeffs(t)
     y_t = batch_broadcast(mean_coeff, x) * observation.y.to(x) + batch_broadcast(std, x) * noise
-    return score_fn(impose(x, observation._replace(y=y_t)), t)
+    return score_fn(impose(x, Observation(y_t, observation.operator)), t)
 
   return score
 

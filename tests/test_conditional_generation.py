@@ -178,8 +178,8 @@ def test_class_labels_of_a_request():
 
 def test_class_picture_has_one_row_per_class():
   """Images cycling through labels [2, 0]: row 1 holds the label-2 images, row 2 the label-0
-  ones (make_grid: 2-pixel padding, images blown up to 32 pixels)."""
+  ones (make_grid: 2-pixel padding, images blown up to 64 pixels)."""
   images = torch.stack([torch.full((1, 8, 8), float(i % 2)) for i in range(6)])
   picture = class_picture(images, [2, 0, 2, 0, 2, 0])
-  assert picture.shape == (3, 2 + 2 * 34, 2 + 3 * 34)
-  assert picture[:, 2:34, 2:34].eq(0).all() and picture[:, 36:68, 2:34].eq(1).all()
+  assert picture.shape == (3, 2 + 2 * 66, 2 + 3 * 66)
+  assert picture[:, 2:66, 2:66].eq(0).all() and picture[:, 68:132, 2:66].eq(1).all()
