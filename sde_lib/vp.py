@@ -26,14 +26,21 @@ class VPSDE(SDE):
     self.schedule = get_schedule(schedule, beta_min, beta_max)
     # Chain constants in float64: differences such as 1 - alphabar_1 / alphabar_0 = beta_1 (1e-4)
     # lose three digits in float32. Users cast them to their data's dtype.
-    self.chain_arrays = c = ChainArrays.from_betas(self._chain_betas())
-    self.discrete_betas, self.alphas = c.betas, c.alphas
-    self.alphas_cumprod, self.alphas_cumprod_prev = c.alphas_cumprod, c.alphas_cumprod_prev
-    self.sqrt_alphas_cumprod = c.alphas_cumprod.sqrt()
-    self.sqrt_1m_alphas_cumprod = (1.0 - c.alphas_cumprod).sqrt()
-    self.posterior_mean_coef1, self.posterior_mean_coef2 = (c.posterior_mean_coef1,
-                                                            c.posterior_mean_coef2)
-    self.posterior_variance = c.posterior_variance
+    self.chain_arrays = ChainArrays.from_betas(self._chain_betas())
+
+  # The DDPM chain's arrays live in `chain_arrays` (ChainArrays); these name the three the
+  # papers (and diffusers) call betas, alphas and alphas_cumprod.
+  @property
+  def discrete_betas(self):
+    return self.chain_arrays.betas
+
+  @property
+  def alphas(self):
+    return self.chain_arrays.alphas
+
+  @property
+  def alphas_cumprod(self):
+    return self.chain_arrays.alphas_cumprod
 
   def _chain_betas(self):
     N = self.N
@@ -59,8 +66,8 @@ class VPSDE(SDE):
 
   def chain_coeffs(self, index):
     """sqrt(alphabar_i) and sqrt(1 - alphabar_i) of the DDPM chain (float64)."""
-    return (self.sqrt_alphas_cumprod.to(index.device)[index],
-            self.sqrt_1m_alphas_cumprod.to(index.device)[index])
+    abar = self.chain_arrays.alphas_cumprod.to(index.device)[index]
+    return abar.sqrt(), (1.0 - abar).sqrt()
 
   def likelihood_weight_integral(self, t):
     """F(t) = log(exp(B(t)) - 1), whose derivative is beta / (1 - alphabar) = g^2 / s^2."""

@@ -70,13 +70,13 @@ def test_posterior_is_gaussian_conditioning():
   mu1, mu2 = abar_prev.sqrt() * x0, (alpha * abar_prev).sqrt() * x0
   cond_mean = mu1 + v12 / v22 * (xt - mu2)
   cond_var = v11 - v12 ** 2 / v22
-  ours_mean = sde.posterior_mean_coef1[i].double() * x0 + sde.posterior_mean_coef2[i].double() * xt
+  ours_mean = sde.chain_arrays.posterior_mean_coef1[i].double() * x0 + sde.chain_arrays.posterior_mean_coef2[i].double() * xt
   # float64 chain constants (sde_lib/vp.py), two routes to the same numbers: 1e-11 relative
   # (measured 3e-13, round-off of the cumulative product and 1 - abar).
   assert torch.allclose(ours_mean, cond_mean, rtol=1e-11, atol=0)
-  assert torch.allclose(sde.posterior_variance[i], cond_var, rtol=1e-11, atol=0)
+  assert torch.allclose(sde.chain_arrays.posterior_variance[i], cond_var, rtol=1e-11, atol=0)
   # beta-tilde is strictly below beta (they differ most at small t), so mixing them up shows.
-  assert (sde.posterior_variance[i] < sde.discrete_betas[i]).all()
+  assert (sde.chain_arrays.posterior_variance[i] < sde.discrete_betas[i]).all()
 
 
 def test_cosine_schedule_is_nichol_dhariwal():
