@@ -3,7 +3,7 @@
   python -m models.convert --config vp_cifar10 --ckpt checkpoint_8.pth --workdir runs/vp_published
   python -m models.convert --config ddpm_cifar10 --ckpt ddpm-cifar10-32/ --workdir runs/ddpm_published
 
---ckpt: a score_sde_pytorch checkpoint file, a diffusers DDPM folder or one of our own files.
+--ckpt: a score_sde_pytorch checkpoint file, a diffusers DDPM or DiT folder or one of our own files.
 The checkpoint is checked against the config (one line naming the first key that does not fit)
 and written as <workdir>/checkpoints/ckpt_<step>.pt with the config as <workdir>/config.json;
 `run.py --workdir DIR --mode train|sample|eval` then take it from there (training from a

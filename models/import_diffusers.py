@@ -56,11 +56,12 @@ _LEGACY = {'query': 'to_q', 'key': 'to_k', 'value': 'to_v', 'proj_attn': 'to_out
 
 
 def is_diffusers_folder(path):
-  """Whether `path` is a folder holding a UNet2DModel config.json and its weights."""
-  return os.path.isfile(os.path.join(path, CONFIG)) and _weights_path(path) is not None
+  """Whether `path` is a diffusers model folder: a config.json and its weights (a UNet2DModel's
+  here, a DiTTransformer2DModel's for models/import_diffusers_dit.py)."""
+  return os.path.isfile(os.path.join(path, CONFIG)) and weights_path(path) is not None
 
 
-def _weights_path(folder):
+def weights_path(folder):
   """The folder's safetensors file, else its .bin, else None."""
   paths = (os.path.join(folder, name) for name in WEIGHTS)
   return next((path for path in paths if os.path.isfile(path)), None)
@@ -73,9 +74,9 @@ def load_diffusers_ddpm(folder, model):
   if not is_diffusers_folder(folder):
     raise CheckpointError(f"{folder} is not a diffusers UNet2DModel folder ({CONFIG} and "
                           f"{' or '.join(WEIGHTS)}; for a pipeline folder, pass its unet/)")
-  check_config(_read_config(folder), model, os.path.join(folder, CONFIG))
-  path = _weights_path(folder)
-  return to_ddpm_state(_read_weights(path), model, path)
+  check_config(read_config(folder), model, os.path.join(folder, CONFIG))
+  path = weights_path(folder)
+  return to_ddpm_state(read_weights(path), model, path)
 
 
 def check_config(config, model, path):
@@ -137,7 +138,7 @@ def to_ddpm_state(state, model, source):
   return renamed
 
 
-def _read_config(folder):
+def read_config(folder):
   path = os.path.join(folder, CONFIG)
   try:
     with open(path) as f:
@@ -149,7 +150,7 @@ def _read_config(folder):
   return config
 
 
-def _read_weights(path):
+def read_weights(path):
   """{name: tensor} from a .safetensors file or a weights-only .bin."""
   if path.endswith('.safetensors'):
     try:

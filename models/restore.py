@@ -1,11 +1,14 @@
 """A trained network for sampling and evaluation, from any checkpoint we can read: our own
-(a workdir's ckpt_<step>.pt), score_sde_pytorch's published files, or a diffusers DDPM folder."""
+(a workdir's ckpt_<step>.pt), score_sde_pytorch's published files, or a diffusers folder (a DDPM
+UNet2DModel, a DiTTransformer2DModel)."""
 import os
 
 import torch
 
 from models.ema import ExponentialMovingAverage
+from models.dit import DiT
 from models.import_diffusers import is_diffusers_folder, load_diffusers_ddpm
+from models.import_diffusers_dit import load_diffusers_dit
 from models.import_score_sde import from_score_sde, is_score_sde_checkpoint
 from models.registry import get_classifier, get_model
 from utils.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
@@ -19,7 +22,7 @@ def read_checkpoint(path, model, ema_rate):
   against `model` (the configured network) before anything runs. Published weights without an
   EMA (a diffusers folder holds the averaged weights) become their own average."""
   if is_diffusers_folder(path):
-    weights = load_diffusers_ddpm(path, model)
+    weights = (load_diffusers_dit if isinstance(model, DiT) else load_diffusers_ddpm)(path, model)
     ema = {'decay': ema_rate, 'warmup': True, 'num_updates': 0,
            'shadow': {name: weights[name].clone() for name, _ in model.named_parameters()}}
     return {'model': weights, 'ema': ema, 'step': 0}
