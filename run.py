@@ -6,6 +6,8 @@
   python run.py --workdir runs/vp_digits_cond --mode sample --config.sampling.guidance_scale=1
   python run.py --workdir runs/vp_digits --mode train_classifier
   python run.py --workdir runs/vp_digits --mode inpaint --config.inpaint.mask=left
+  python run.py --workdir runs/vp_digits --mode restore --config.restore.operator=sr2
+  python run.py --workdir runs/vp_digits --mode posthoc_ema --config.eval.posthoc_sigma_rel=0.08
 
 --config takes a name (configs/NAME.py) or a path; --config.a.b=v overrides any field.
 --workdir defaults to runs/<config name>. Training writes the resolved config to
@@ -27,6 +29,8 @@ from configs.validate import validate
 from evaluation import evaluate
 from evaluation.shards import save_samples, to_storage
 from models import restore_for_inference
+from pipeline.posthoc_ema import write_posthoc_checkpoint
+from pipeline.restore import restore_images, summary as restore_summary
 from samplers.completion import KINDS, complete
 from samplers.draw import class_labels, data_sampler, draw_samples, sample_classes, samples_key
 from sde_lib import get_sde
@@ -35,14 +39,18 @@ from training.trainer import train
 from utils.checkpoint import resolve_checkpoint
 from utils.device import get_device
 from utils.errors import ConfigError
-from utils.workdir import sample_paths
+from utils.run_lock import RunLock
+from utils.workdir import classifier_dir, sample_paths
 
 FLAGS = flags.FLAGS
+# Defining the flag already applies the command line's overrides to the default config, where
+# an unknown field would end in a traceback: check them first.
+config_argv_or_exit(sys.argv)
 config_flags.DEFINE_config_file(
     'config', DEFAULT_CONFIG, "config name (configs/NAME.py) or path; sample and eval may leave "
     "it out and use the workdir's config.json", lock_config=True)
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval', 'train_classifier', 'inpaint',
-                                    'colorize'], 'what to do')
+                                    'colorize', 'posthoc_ema', 'restore'], 'what to do')
 flags.DEFINE_string('workdir', None, 'run directory (default runs/<config name>)')
 flags.DEFINE_bool('allow_model_override', False,
                   "let --config.* change a field that defines an existing run's trained model "
@@ -93,7 +101,8 @@ def main(argv):
     config, workdir = config_and_workdir(FLAGS.mode)
     validate(config)
     if FLAGS.mode == 'train':
-      step = train(config, workdir, allow_model_override=FLAGS.allow_model_override)
+      step = train(config, workdir, allow_model_override=FLAGS.allow_model_override,
+                   given=set(config_flags.get_override_values(FLAGS['config'])))
       n = config.training.n_iters
       if int(os.environ.get('RANK', '0')) == 0 and step < n:   # SIGTERM, SIGUSR1
         print(f"stopped at step {step} of {n} (training/preemption.py); the same command resumes")
@@ -101,12 +110,24 @@ def main(argv):
         print(f"trained to step {step}; checkpoints, sample grids, metrics.jsonl and tb/ in {workdir}")
     elif FLAGS.mode == 'sample':
       sample(config, workdir)
+    elif FLAGS.mode == 'posthoc_ema':
+      path, step = write_posthoc_checkpoint(workdir, config.eval.posthoc_sigma_rel)
+      print(f"the EMA of sigma_rel {config.eval.posthoc_sigma_rel:g} at step {step}: {path}\n"
+            f"  use it with --config.eval.ckpt={path}")
     elif FLAGS.mode == 'train_classifier':
-      train_classifier(config, workdir)
+      with RunLock(classifier_dir(workdir), 'train_classifier'):   # one writer (utils/run_lock.py)
+        train_classifier(config, workdir)
+    elif FLAGS.mode == 'restore':
+      base, report = restore_images(config, workdir)
+      print(f"{restore_summary(report)}\n  {base}.png\n  {base}.npz\n  {base}.json")
     elif FLAGS.mode in KINDS:
       png, npz = complete(config, workdir, FLAGS.mode)
-      print(f"input, {config.inpaint.num_completions} completions and the original:\n  {png}\n"
-            f"  {npz}")
+      image = str(config.inpaint.image).strip()
+      used = f"test image {image}" if image.isdigit() else image
+      if FLAGS.mode == 'inpaint':
+        used += f", mask {config.inpaint.mask!r}"
+      print(f"input ({used}), {config.inpaint.num_completions} completions and the original:\n"
+            f"  {png}\n  {npz}")
     else:
       evaluate(config, workdir)
   except ConfigError as e:

@@ -14,12 +14,15 @@ def get_default_config():
   config.device = 'auto'              # 'auto' picks cuda when available, else cpu
 
   config.sde = sde = ml_collections.ConfigDict()
-  sde.name = 'vpsde'                  # 'vpsde' | 'subvpsde' | 'vesde'
+  sde.name = 'vpsde'                  # 'vpsde' | 'subvpsde' | 'vesde' | 'rectified_flow' |
+                                      # 'cosine_flow' (sde_lib/flows.py; data at t = 0) | 'edm'
+                                      # (sigma(t) = t on [0, sigma_max]; sde_lib/edm.py)
+  sde.flow_T = 1 - 1e-3               # the flows' noise end T < 1 (m(1) = 0), where N(0, I) sits
   sde.schedule = 'linear'             # VP/sub-VP beta schedule: 'linear' | 'cosine'
   sde.beta_min = 0.1                  # beta(0)
   sde.beta_max = 20.0                 # beta(1)
-  sde.sigma_min = 0.01                # VE sigma(0)
-  sde.sigma_max = 50.0                # VE sigma(1)
+  sde.sigma_min = 0.01                # VE sigma(0); edm: its chain's lowest sigma (EDM's 0.002)
+  sde.sigma_max = 50.0                # VE sigma(1); edm: sigma(T) = T (EDM's 80)
   sde.num_scales = 1000               # N: discretization steps of the training chain
 
   config.training = training = ml_collections.ConfigDict()
@@ -34,10 +37,17 @@ def get_default_config():
   training.n_iters = 1_300_001
   training.loss = 'dsm'               # 'dsm' (continuous or discrete t) | 'ddpm' (L_simple;
                                       # L_hybrid with model.learn_variance) | 'vlb' (L_vlb alone,
-                                      # for a learned variance)
+                                      # for a learned variance) | 'flow_matching' (velocity
+                                      # regression, Lipman et al. 2023; any SDE) | 'edm' (EDM's
+                                      # lambda(sigma) ||D - y||^2; training/edm_loss.py)
   training.continuous = True          # continuous t in [eps, T]; False: integer chain steps
   training.reduce_mean = False        # mean (True) or sum (False) over dimensions
   training.likelihood_weighting = False  # weight DSM by g(t)^2 (Song et al. 2021b)
+  training.loss_weighting = 'none'    # 'dsm' weight of ||eps_hat - eps||^2: 'none' | 'v' (1 +
+                                      # s^2/m^2: ||v_hat - v||^2, Salimans & Ho 2022) | 'min_snr'
+  training.min_snr_gamma = 5.0        # min(SNR, gamma) / SNR, SNR = m^2 / s^2 (Hang et al. 2023)
+  training.p_mean = -1.2              # loss 'edm': ln sigma ~ N(P_mean, P_std^2) (Karras et al.
+  training.p_std = 1.2                # 2022, Table 1)
   training.importance_sampling = False  # likelihood weighting with t ~ g^2 / s^2 and a constant
                                       # weight (Song et al. 2021b, sec. 5; sde_lib/likelihood_time.py)
   training.eps = 1e-5                 # smallest training time
@@ -53,6 +63,8 @@ def get_default_config():
   training.snapshot_sampling = True
   training.snapshot_samples = 64      # samples drawn for each snapshot picture
   training.keep_checkpoints = 3
+  training.posthoc_snapshot_freq = 1000   # with model.posthoc_ema_sigma_rels: the tracked averages
+                                      # are written to <workdir>/posthoc_ema/ every this many steps
   training.checkpoint_every_minutes = 0.0   # also checkpoint when this much wall-clock time has
                                       # passed since the last one (0: off); bounds what SIGKILL loses
   training.skip_nonfinite = False     # a nan / inf loss: False stops the run with one line (the
@@ -64,8 +76,12 @@ def get_default_config():
                                       # sampler: 'ddim' | 'heun' | 'ipndm' | 'dpm_solver' | 'unipc' | 'dpm_solver_v3'
   sampling.predictor = 'reverse_diffusion'  # 'euler_maruyama' | 'reverse_diffusion' | 'ancestral' | 'none'
   sampling.corrector = 'langevin'     # 'langevin' | 'ald' | 'none'
-  sampling.steps = 1000               # predictor steps (score evaluations per corrector step);
-                                      # a fast sampler's budget of score evaluations
+  sampling.steps = 1000               # what it counts depends on the method: 'pc' / 'ancestral':
+                                      # predictor steps (one evaluation each, plus n_steps_each
+                                      # per corrector step); fast samplers: the budget of score
+                                      # evaluations; 'sde' with a torchsde solver: its steps;
+                                      # 'ode' with a fixed-step ode_method: its steps (adaptive
+                                      # ODE and 'sde_solver=adaptive' ignore it: tolerances)
   sampling.snr = 0.16                 # Langevin signal-to-noise ratio r (Alg. 4/5)
   sampling.n_steps_each = 1           # corrector steps per predictor step
   sampling.noise_removal = True       # final step returns its mean (no noise)
@@ -92,6 +108,8 @@ def get_default_config():
   sampling.s_tmin = 0.0
   sampling.s_tmax = float('inf')
   sampling.s_noise = 1.0
+  sampling.consistency_sigmas = ()    # 'consistency': the steps - 1 intermediate levels tau (CM
+                                      # Alg. 1); () = iCT's (0.821,) at 2 steps, else rho-7 grid
   sampling.thresholding = False       # dynamic thresholding of x0_hat (data-prediction solvers)
   sampling.ems_samples = 4096         # dpm_solver_v3: training points its EMS are estimated from
   sampling.ems_grid = 1200            # dpm_solver_v3: EMS grid intervals, uniform in lambda on [eps, T]
@@ -126,6 +144,22 @@ def get_default_config():
   inpaint.resample = 1                # RePaint (Lugmayr et al. 2022): walks of each segment of
   inpaint.jump_length = 1             # jump_length steps ('pc', 'ancestral'); 1: replacement only
 
+  # --mode restore (pipeline/restore.py; restoration/: DPS, PiGDM, DDRM, DDNM).
+  config.restore = restore = ml_collections.ConfigDict()
+  restore.operator = 'blur'           # mask | blur | sr2 | sr4 | gray | identity
+  restore.noise = 0.05                # sigma_y of y = A x + sigma_y n, images in [0, 1]
+  restore.method = 'ddrm'             # dps | pigdm | ddrm | ddnm | replacement | repaint
+                                      # (the last two: noise 0, config.sampling, inpaint.resample)
+  restore.input = ''                  # '' (the test split) | a .npz with images (N, C, H, W) in
+                                      # [0, 1] (and labels) | a folder of images
+  restore.num_images = 100            # the first ones of the input
+  restore.batch_size = 100
+  restore.steps = 100                 # score evaluations (restoration/diffusion.py time_grid)
+  restore.mask = 'center'             # operator 'mask': a data.masks spec, as inpaint.mask
+  restore.kernel = 'gaussian'         # operator 'blur': 'gaussian' | 'uniform'
+  restore.kernel_size = 5             # taps (odd)
+  restore.kernel_std = 1.0            # the Gaussian's std in pixels
+
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'cifar10'
   data.root = 'data_cache'
@@ -147,12 +181,20 @@ def get_default_config():
   model.name = 'ddpm'
   model.parameterization = 'eps'      # network output: 'eps' (score = -out/std), 'std_score'
                                       # (out = std * score) or 'score' (out = score: NCSN++ with
-                                      # scale_by_sigma)
+                                      # scale_by_sigma), 'x0' or 'velocity' (out = the flow's
+                                      # v = m' x_0 + s' z; sde_lib/flows.py), 'v' (v-prediction,
+                                      # Salimans & Ho 2022), 'edm' | 'vp_precond' | 've_precond'
+                                      # (EDM's preconditionings, Karras et al. 2022 Table 1)
+  model.sigma_data = 0.5              # 'edm' and loss 'edm': sigma_data, the data's std
   model.learn_variance = False       # also output the reverse variance of the DDPM chain (2C
                                       # channels; Nichol & Dhariwal 2021): sampling.variance and
                                       # eval.vlb_variance 'learned'
   model.ema_rate = 0.9999
   model.ema_warmup = True             # decay min(ema_rate, (1+n)/(10+n)) after n updates
+  model.posthoc_ema_sigma_rels = ()   # post-hoc EMA (EDM2; models/posthoc_ema.py): sigma_rel of the
+                                      # power-function EMAs tracked and snapshotted every
+                                      # training.posthoc_snapshot_freq steps (EDM2: (0.05, 0.1));
+                                      # () off. --mode posthoc_ema reconstructs any other sigma_rel
   model.nf = 128
   model.ch_mult = (1, 2, 2, 2)
   model.num_res_blocks = 2
@@ -177,12 +219,52 @@ def get_default_config():
   model.nonlinearity = 'swish'
   model.hidden = 256                  # mlp width
   model.num_layers = 4                # mlp residual blocks
+  # dit (Peebles & Xie 2023; models/dit.py) and uvit (Bao et al. 2023; models/uvit.py):
+  # transformers on (image_size / patch_size)^2 patch tokens; DiT's class_dropout_prob is
+  # model.label_dropout below, its learn_sigma model.learn_variance
+  model.patch_size = 2                # p: a token per p x p patch
+  model.hidden_size = 384             # token width (U-ViT's embed_dim); the defaults are DiT-S/2
+  model.depth = 12                    # dit: blocks; uvit: depth // 2 in, a middle, depth // 2 out
+  model.num_heads = 6                 # attention heads (hidden_size / num_heads channels each)
+  model.mlp_ratio = 4.0               # MLP width / hidden_size
+  model.qkv_bias = True               # biases of the attention's q, k, v maps (DiT: True; U-ViT:
+                                      # False on CIFAR-10)
+  model.mlp_time_embed = False        # uvit: the time token's sinusoid through an MLP (U-ViT's
+                                      # ImageNet models) or not (CIFAR-10)
+  model.dit_convention = 'paper'      # dit: 'paper' (facebookresearch/DiT) | 'diffusers' (what its
+                                      # DiTTransformer2DModel computes from the same weights:
+                                      # time frequencies 10000^(-i/127), not /128; MLP LayerNorm
+                                      # eps 1e-5, not 1e-6)
   model.class_conditional = False     # also take a class label (data.num_classes) or the null
                                       # label, for classifier-free guidance (Ho & Salimans 2021)
   model.label_dropout = 0.1           # training: probability a label is replaced by the null
                                       # label (Ho & Salimans use 0.1-0.2)
 
+  # training.loss 'cd' | 'ict' | 'ect': consistency models (training/consistency_loss.py,
+  # pipeline/consistency.py; model.parameterization='consistency', sde.name='edm')
+  config.distill = distill = ml_collections.ConfigDict()
+  distill.teacher = ''                # 'cd' / 'ect': the trained run directory (its config.json)
+  distill.teacher_ckpt = ''           # its checkpoint: '' the latest, a step or a path
+  distill.init_from_teacher = True    # start the student from the teacher's weights (same network)
+  distill.solver = 'heun'             # 'cd': the teacher's ODE step, a fast sampler of ours
+  distill.solver_budget = 2           # ... its evaluations per step (Heun: 2, CM's)
+  distill.num_scales = 18             # 'cd': N of the Karras grid (CM: 18 on CIFAR-10)
+  distill.target_ema = 0.95           # 'cd': mu of the target network theta-
+  distill.distance = 'l2'             # 'l2' | 'l1' | 'pseudo_huber' | 'lpips' (user-placed weights)
+  distill.huber_c = 0.0               # pseudo-Huber c; 0: iCT's 0.00054 sqrt(d)
+  distill.lpips_weights = ''          # 'lpips': the path of the user-placed LPIPS weights
+  distill.s0 = 10                     # 'ict': N - 1 doubles from s0 ...
+  distill.s1 = 1280                   # ... to s1 (Song & Dhariwal 2023)
+  distill.p_mean = -1.1               # 'ict' / 'ect': ln sigma ~ N(P_mean, P_std^2)
+  distill.p_std = 2.0
+  distill.ect_q = 2.0                 # 'ect': r = t (1 - n(t) / q^(stage+1)), n = 1 + k sigmoid(-b t)
+  distill.ect_k = 8.0
+  distill.ect_b = 1.0
+  distill.ect_stages = 8              # 'ect': stages over training.n_iters
+
   config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = 'adam'            # 'adam' (weight_decay: an L2 term in the gradient) | 'adamw'
+                                      # (decoupled weight decay; Loshchilov & Hutter 2019)
   optim.lr = 2e-4
   optim.beta1 = 0.9
   optim.eps = 1e-8
@@ -192,6 +274,7 @@ def get_default_config():
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.ckpt = ''                  # '' = latest checkpoint in the workdir
+  evaluate.posthoc_sigma_rel = 0.0    # --mode posthoc_ema: the sigma_rel to reconstruct (required)
   evaluate.samplers = ()              # extra sampler overrides compared in one call
   evaluate.enable_fid = True
   evaluate.enable_bpd = True

@@ -16,7 +16,6 @@ batches (evaluation/shards.py, evaluation/bpd.py); the main process gathers them
 and writes the reports, which equal one process's. Statistics of the network that samplers or
 the dequantizer need are computed once, by the main process, and read by the others.
 """
-import json
 import os
 
 import torch
@@ -31,10 +30,11 @@ from samplers.draw import (class_labels, data_sampler, network_statistic, sample
 from samplers.registry import resolved_sampling
 from sde_lib import get_sde
 from training.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
-from utils.atomic import atomic_write, save_npz_atomic
+from utils.atomic import save_npz_atomic, write_report
 from utils.checkpoint import resolve_checkpoint
 from utils.distributed import Distributed, main_first
 from utils.errors import ConfigError
+from utils.run_lock import RunLock
 from utils.workdir import eval_dir, eval_run_dir
 
 
@@ -86,7 +86,7 @@ def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=N
       numbers['bpd_uniform'], arrays['bpd_uniform'] = ode_bpd(uniform, score_fn, sde, device, ddp)
     numbers['bpd'], arrays['bpd'] = ode_bpd(config, score_fn, sde, device, ddp, flow)
   if config.eval.enable_vlb:
-    if getattr(sde, 'posterior_variance', None) is None:
+    if getattr(sde, 'chain_arrays', None) is None:
       notes.append(f"VLB skipped: the DDPM bound needs the VP chain ({config.sde.name} has none)")
     elif config.data.dataset == 'toy2d':
       notes.append("VLB skipped: its discretized decoder needs quantized image data")
@@ -217,12 +217,6 @@ def markdown_report(report):
   return '\n'.join(lines) + '\n'
 
 
-def write_reports(out_dir, report):
-  atomic_write(os.path.join(out_dir, 'report.json'),
-               lambda f: f.write(json.dumps(report, indent=2).encode()))
-  atomic_write(os.path.join(out_dir, 'report.md'), lambda f: f.write(markdown_report(report).encode()))
-
-
 def evaluate(config, workdir):
   """Run what config.eval enables on the checkpoint (EMA weights) for each sampler; write the
   reports and print the table. Returns the list of reports (dicts; empty under torchrun but on
@@ -238,6 +232,10 @@ def evaluate(config, workdir):
   with ddp.main_first():
     draws = [data_sampler(config, sde, model, device, sampling, checkpoint, workdir)
              for sampling in samplings]
+  keys = [samples_key(config, sampling, checkpoint, e.batch_size, device, workdir)
+          for sampling in samplings]
+  locks = [RunLock(eval_run_dir(workdir, key), 'eval', ddp).acquire()   # one writer per folder
+           for key in dict.fromkeys(keys)]
   notes = []
   space = (feature_space(get_feature_space, config, device, notes)
            if e.enable_fid and ddp.is_main else None)
@@ -247,8 +245,7 @@ def evaluate(config, workdir):
   numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint,
                                        ddp)
   reports = []
-  for spec, sampling, draw in zip(specs, samplings, draws):
-    key = samples_key(config, sampling, checkpoint, e.batch_size, device, workdir)
+  for spec, sampling, draw, key in zip(specs, samplings, draws, keys):
     out_dir = eval_run_dir(workdir, key)
     shards = generate_shards(os.path.join(out_dir, 'shards'), e.num_samples, e.batch_size, draw,
                              seed=config.seed, device=device, progress=ddp.is_main, ddp=ddp)
@@ -269,12 +266,14 @@ def evaluate(config, workdir):
       report['fid'] = fid(config, samples, device, space)
     if dinov2 is not None:
       report['fd_dinov2'] = fid(config, samples, device, dinov2)
-    write_reports(out_dir, report)
+    write_report(os.path.join(out_dir, 'report'), report, markdown_report(report))
     reports.append(report)
   if ddp.is_main:
     print(table(reports))
     for note in notes:
       print(f"Note: {note}")
     print(f"reports in {eval_dir(workdir)}")
+  for lock in locks:
+    lock.release()
   ddp.close()
   return reports

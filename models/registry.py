@@ -1,9 +1,12 @@
 """get_model(config): the one place where config fields become network arguments."""
 from models.classifier import NoisyClassifier
+from models.consistency import ConsistencyPreconditioning
 from models.ddpm import DDPM
+from models.dit import DiT
 from models.mlp import MLP
-from models.parameterizations import get_parameterization
+from models.parameterizations import EDMPreconditioning, get_parameterization
 from models.ncsnpp import NCSNpp
+from models.uvit import UViT
 from data import data_shape
 from utils.errors import ConfigError
 
@@ -71,7 +74,24 @@ def _mlp(config):
               out_dim=output_channels(config, 2), num_classes=num_classes(config))
 
 
-MODELS = {'ddpm': _ddpm, 'mlp': _mlp, 'ncsnpp': _ncsnpp}
+def _dit(config):
+  """DiT; the paper's class_dropout_prob is model.label_dropout, applied by the loss."""
+  m, d = config.model, config.data
+  return DiT(input_size=d.image_size, patch_size=m.patch_size, in_channels=d.num_channels,
+             out_channels=output_channels(config, d.num_channels), hidden_size=m.hidden_size,
+             depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, qkv_bias=m.qkv_bias,
+             num_classes=num_classes(config), convention=m.dit_convention)
+
+
+def _uvit(config):
+  m, d = config.model, config.data
+  return UViT(image_size=d.image_size, patch_size=m.patch_size, in_channels=d.num_channels,
+              out_channels=output_channels(config, d.num_channels), hidden_size=m.hidden_size,
+              depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio, qkv_bias=m.qkv_bias,
+              mlp_time_embed=m.mlp_time_embed, num_classes=num_classes(config))
+
+
+MODELS = {'ddpm': _ddpm, 'dit': _dit, 'mlp': _mlp, 'ncsnpp': _ncsnpp, 'uvit': _uvit}
 
 
 def get_model(config):
@@ -84,8 +104,17 @@ def get_model(config):
 
 def parameterization_of(config):
   """The Parameterization `config.model.parameterization` names (models/parameterizations.py):
-  what the network's output means, the one place its config fields are read."""
-  return get_parameterization(config.model.parameterization)
+  what the network's output means, the one place its config fields are read. 'edm' takes
+  model.sigma_data; 've_precond' multiplies the network's output by sigma itself."""
+  m = config.model
+  if m.parameterization == 'edm':
+    return EDMPreconditioning(m.sigma_data)
+  if m.parameterization == 'consistency':   # models/consistency.py: f(x, sde.sigma_min) = x
+    return ConsistencyPreconditioning(m.sigma_data, config.sde.sigma_min)
+  if m.parameterization == 've_precond' and m.scale_by_sigma:
+    raise ConfigError("model.parameterization='ve_precond' multiplies the network's output F by "
+                      "c_out = sigma: set model.scale_by_sigma=False (the weights are the same)")
+  return get_parameterization(m.parameterization)
 
 
 def get_classifier(config):

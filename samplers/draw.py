@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 
-import numpy as np
 import torch
 
 from configs.default import get_default_config
@@ -27,10 +26,12 @@ from samplers.analytic_variance import GAMMA_VERSION, GammaTable, estimate_gamma
 from samplers.ems import EMS, EMS_VERSION, compute_ems
 from samplers.guidance import classifier_free, classifier_guided
 from samplers.imputation import impute
+from samplers.probability_flow import FIXED_STEP_METHODS
 from samplers.registry import get_sampler, resolved_sampling
 from sde_lib.reverse_variance import NEEDS_LEARNING, VarianceInputs, check_variance
 from utils.checkpoint import derived_path
 from utils.errors import ConfigError
+from utils.seeding import derived_seed
 
 # Fields of config.sampling that do not change how a sample is drawn: how many are drawn, and
 # the batch size of --mode sample (the batch size a set is actually drawn in enters the key).
@@ -275,8 +276,7 @@ def network_statistic(config, model, checkpoint, kind, settings, compute, load):
 def batch_generator(seed, index, device, *stream):
   """The generator batch `index` of a set drawn with `seed` is drawn with (`stream`: other
   sets of the same seed, e.g. evaluation's likelihoods)."""
-  state = np.random.SeedSequence([seed, index, *stream]).generate_state(1)[0]
-  return torch.Generator(device).manual_seed(int(state))
+  return torch.Generator(device).manual_seed(derived_seed(seed, index, *stream))
 
 
 def draw_samples(draw, num_samples, batch_size, seed, device, progress=True):
@@ -291,13 +291,27 @@ def draw_samples(draw, num_samples, batch_size, seed, device, progress=True):
   return torch.cat(batches), nfe / num_samples
 
 
+# Settings only some methods read (others: 'steps' alone); a name leaves out those it ignores.
+METHOD_SETTINGS = {
+    'pc': ('predictor', 'corrector', 'snr', 'n_steps_each', 'steps', 'variance'),
+    'ancestral': ('steps', 'variance'),
+    'ode': ('ode_method', 'rtol', 'atol'),   # and 'steps' for a fixed-step ode_method
+    'sde': ('sde_solver', 'sde_atol', 'sde_rtol', 'steps'),
+}
+
+
 def sampler_name(sampling):
-  """The method and the settings that differ from configs/default.py's, e.g.
+  """The method and the settings it reads that differ from configs/default.py's, e.g.
   'pc_corrector-none_steps-100' or 'ode': short and readable, not unique (samples_key is)."""
   default = get_default_config().sampling
+  reads = METHOD_SETTINGS.get(sampling.method, ('steps',))
+  if sampling.method == 'ode' and sampling.ode_method in FIXED_STEP_METHODS:
+    reads += ('steps',)
+  ignored = {k for names in METHOD_SETTINGS.values() for k in names} - set(reads)
   changed = [f'{k}-{str(v).lower() if isinstance(v, bool) else v}'
              for k, v in sampling.items()
-             if k not in ('method',) + NOT_SAMPLER_SETTINGS and v != default.get(k)]
+             if k not in ('method',) + NOT_SAMPLER_SETTINGS and k not in ignored
+             and v != default.get(k)]
   return '_'.join([sampling.method] + changed)
 
 

@@ -1,12 +1,16 @@
-"""SDEs of score-based generative modelling: VP (with the DDPM chain), sub-VP and VE."""
+"""SDEs of score-based generative modelling: VP (with the DDPM chain), sub-VP and VE, and the
+affine paths of flow matching (rectified flow, cosine)."""
 from sde_lib.base import SDE, ReverseSDE, batch_broadcast
 from sde_lib.chain import DiscreteChain
+from sde_lib.edm import EDMSDE
+from sde_lib.flows import CosineFlow, RectifiedFlow
 from sde_lib.subvp import SubVPSDE
 from sde_lib.ve import VESDE
 from sde_lib.vp import VPSDE
 from utils.errors import ConfigError
 
-__all__ = ['SDE', 'DiscreteChain', 'ReverseSDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'batch_broadcast', 'get_sde']
+__all__ = ['SDE', 'DiscreteChain', 'ReverseSDE', 'VPSDE', 'SubVPSDE', 'VESDE', 'RectifiedFlow', 'CosineFlow',
+           'EDMSDE', 'batch_broadcast', 'get_sde']
 
 
 def get_sde(config):
@@ -16,6 +20,9 @@ def get_sde(config):
       'vpsde': lambda: VPSDE(c.beta_min, c.beta_max, c.num_scales, c.schedule),
       'subvpsde': lambda: SubVPSDE(c.beta_min, c.beta_max, c.num_scales, c.schedule),
       'vesde': lambda: VESDE(c.sigma_min, c.sigma_max, c.num_scales),
+      'edm': lambda: EDMSDE(c.sigma_min, c.sigma_max, c.num_scales),
+      'rectified_flow': lambda: RectifiedFlow(c.num_scales, c.flow_T),
+      'cosine_flow': lambda: CosineFlow(c.num_scales, c.flow_T),
   }
   if c.name not in builders:
     raise ConfigError(f"unknown SDE {c.name!r}; choose one of {sorted(builders)}")

@@ -58,6 +58,14 @@ class SDE(abc.ABC):
   def marginal_std(self, t):
     return self.marginal_coeffs(t)[1]
 
+  def marginal_coeffs_derivative(self, t):
+    """m'(t) and s'(t), from the SDE's moment equations m' = f m and (s^2)' = 2 f s^2 + g^2
+    (Saerkkae & Solin 2019, eq. 6.2): s' = f s + g^2 / (2 s). Affine paths override it in
+    closed form (sde_lib/flows.py)."""
+    f, g = self.sde(torch.ones_like(t), t)
+    mean_coeff, std = self.marginal_coeffs(t)
+    return f * mean_coeff, f * std + g ** 2 / (2 * std)
+
   def tweedie_x0(self, x, t, score):
     """E[x_0 | x_t] = (x_t + s(t)^2 score) / m(t) (Tweedie's formula)."""
     mean_coeff, std = self.marginal_coeffs(t)

@@ -131,6 +131,46 @@ def test_song_et_al_configs_match_score_sde(name):
   assert not wrong, f'{name}: field: (ours, reference): {wrong}'
 
 
+# U-ViT-S/2 on CIFAR-10 as baofff/U-ViT trains it (configs/cifar10_uvit.py, train.py, sde.py,
+# utils.py), field for field; their t ~ U(0, 1) is U(1e-5, 1) here (training.eps > 0).
+UVIT_CIFAR10 = {
+    'seed': 1234, 'training.batch_size': 128, 'training.n_iters': 500_000,   # train.n_steps
+    'training.loss': 'dsm', 'training.continuous': True, 'training.reduce_mean': True,  # LSimple
+    'training.likelihood_weighting': False, 'training.eps': 1e-5,
+    'optim.optimizer': 'adamw', 'optim.lr': 2e-4, 'optim.beta1': 0.99,   # betas (0.99, 0.999)
+    'optim.weight_decay': 0.03, 'optim.eps': 1e-8, 'optim.warmup': 2500,
+    'optim.grad_clip': 0.0,                               # no config.grad_clip: no clipping
+    'model.ema_rate': 0.9999, 'model.ema_warmup': False,  # train_state.ema_update(0.9999)
+    'data.dataset': 'cifar10', 'data.image_size': 32, 'data.num_channels': 3,
+    'data.random_flip': True, 'data.centered': True, 'data.uniform_dequantization': False,
+    'sde.name': 'vpsde', 'sde.schedule': 'linear', 'sde.beta_min': 0.1, 'sde.beta_max': 20.0,
+    'sde.num_scales': 1000,                               # the network sees t * 999
+    'model.name': 'uvit', 'model.parameterization': 'eps',   # pred 'noise_pred'
+    'model.class_conditional': False,                     # num_classes -1, mode 'uncond'
+    'model.patch_size': 2, 'model.hidden_size': 512, 'model.depth': 12, 'model.num_heads': 8,
+    'model.mlp_ratio': 4.0, 'model.qkv_bias': False, 'model.mlp_time_embed': False,
+    'model.learn_variance': False,
+    'sampling.method': 'pc', 'sampling.predictor': 'euler_maruyama',   # euler_maruyama_sde
+    'sampling.corrector': 'none', 'sampling.steps': 1000, 'sampling.eps': 1e-3,
+    'sampling.noise_removal': True,                       # the last step returns its mean
+    'eval.num_samples': 50_000,
+}
+
+
+def test_uvit_cifar10_matches_bao_et_al():
+  flat = flatten(load('uvit_cifar10'))
+  wrong = {k: (flat[k], want) for k, want in UVIT_CIFAR10.items()
+           if flat[k] != want or type(flat[k]) is not type(want)}
+  assert not wrong, f'uvit_cifar10: field: (ours, reference): {wrong}'
+  doc = ' '.join(importlib.import_module('configs.uvit_cifar10').__doc__.split())
+  assert ('Table 1 row "U-ViT-S/2"' in doc and 'FID 3.11' in doc and '44M' in doc
+          and 'reported by the paper, not measured here' in doc)
+
+
+def test_the_transformer_configs_exist():
+  assert {'dit_digits', 'uvit_digits', 'uvit_cifar10'} <= set(available_configs())
+
+
 # The papers' numbers, not measured here: (table row, FID, probability-flow ODE FID, bits/dim)
 # as the config's docstring and README.md's table quote them (Song et al. 2021 Tables 3 and 2;
 # Ho et al. 2020 Table 1).
@@ -193,3 +233,47 @@ def test_overrides_of_unknown_fields_are_refused_with_a_suggestion():
     resolve_config_argv(['run.py', '--config', 'vp_toy2d', '--config.model.nff=3'])
   with pytest.raises(ConfigError, match="unknown config field 'nothing.like.it'$"):
     resolve_config_argv(['run.py', '--config.nothing.like.it=1'])
+
+
+# RectifiedFlow's CIFAR-10 config (gnobitab/RectifiedFlow, configs/rectified_flow/
+# cifar10_rf_gaussian_ddpmpp.py over default_cifar10_configs.py), field for field; their
+# t ~ U(eps, 1) with the noise at t = 0 is our t in [training.eps, T = 1 - 1e-3], data at t = 0.
+RECTIFIED_FLOW_CIFAR10 = {
+    'sde.name': 'rectified_flow', 'sde.flow_T': 1 - 1e-3,        # their eps = 1e-3
+    'training.loss': 'flow_matching', 'model.parameterization': 'velocity',
+    'training.batch_size': 128, 'training.n_iters': 1_300_000, 'training.reduce_mean': True,
+    'optim.lr': 2e-4, 'optim.beta1': 0.9, 'optim.eps': 1e-8, 'optim.warmup': 5000,
+    'optim.grad_clip': 1.0, 'optim.weight_decay': 0.0,
+    'data.dataset': 'cifar10', 'data.centered': True, 'data.random_flip': True,
+    'data.uniform_dequantization': False,
+    'model.name': 'ncsnpp', 'model.scale_by_sigma': False, 'model.ema_rate': 0.999999,
+    'model.dropout': 0.15, 'model.nonlinearity': 'swish', 'model.nf': 128,
+    'model.ch_mult': (1, 2, 2, 2), 'model.num_res_blocks': 4, 'model.attn_resolutions': (16,),
+    'model.resamp_with_conv': True, 'model.conditional': True, 'model.fir': False,
+    'model.skip_rescale': True, 'model.resblock_type': 'biggan', 'model.progressive': 'none',
+    'model.progressive_input': 'none', 'model.progressive_combine': 'sum',
+    'model.init_scale': 0.0, 'model.embedding_type': 'positional', 'model.fourier_scale': 16.0,
+    'sampling.method': 'ode', 'sampling.ode_method': 'dopri5',     # use_ode_sampler 'rk45'
+    'sampling.rtol': 1e-5, 'sampling.atol': 1e-5,                  # ode_tol
+}
+
+
+def test_rf_cifar10_matches_rectified_flow():
+  flat = flatten(load('rf_cifar10'))
+  wrong = {k: (flat[k], want) for k, want in RECTIFIED_FLOW_CIFAR10.items()
+           if flat[k] != want or type(flat[k]) is not type(want)}
+  assert not wrong, f'rf_cifar10: field: (ours, reference): {wrong}'
+  doc = ' '.join(importlib.import_module('configs.rf_cifar10').__doc__.split())
+  assert 'FID 2.58' in doc and '127 evaluations' in doc
+
+
+def test_flow_configs_exist_and_train_a_velocity():
+  for name in ('rf_digits', 'rf_cifar10', 'fm_cifar10'):
+    c = load(name)
+    assert (c.sde.name, c.training.loss, c.model.parameterization) == (
+        'rectified_flow', 'flow_matching', 'velocity'), name
+  c = load('fm_cifar10')   # Lipman et al. 2023, Table 3 (CIFAR-10)
+  assert (c.training.batch_size, c.optim.lr, c.optim.warmup, c.training.n_iters) == (
+      256, 5e-4, 45_000, 391_000)
+  assert (c.model.nf, c.model.ch_mult, c.model.num_res_blocks, c.model.dropout) == (
+      256, (1, 2, 2, 2), 2, 0.0)

@@ -15,7 +15,7 @@ from configs.validate import validate
 from configs.vp_digits import get_config as digits_config
 from data import UnreadableImage, fit_to_data
 from data.folder import ImageFolder
-from gmm_oracle import exact_score_fn, random_mixture
+from sde_lib.gaussian_mixture import exact_score_fn, random_mixture
 from samplers.draw import sampler_name
 from samplers.likelihood import likelihood
 from sde_lib import VPSDE

@@ -2,7 +2,10 @@
 
 Every objective here is one mechanism: draw a time, perturb x_0 to x_t = m x_0 + s z, and
 penalize  w * || s * score(x_t, t) + z ||^2,  i.e. lambda(t) ||score - grad log p_{0t}||^2
-with lambda = s^2 (w = 1) or, with likelihood weighting, lambda = g(t)^2 (w = g^2 / s^2).
+with lambda = s^2 (w = 1) or, with likelihood weighting, lambda = g(t)^2 (w = g^2 / s^2), or
+w of training.loss_weighting: 'v' (||v_hat - v||^2, Salimans & Ho 2022) or 'min_snr' (Hang et
+al. 2023). EDM's loss (training.loss 'edm', training/edm_loss.py) is the same with ln sigma ~
+N(P_mean, P_std^2) and w = lambda(sigma) sigma^2 on ||eps_hat - eps||^2.
 What differs is only where the time comes from:
   - continuous: t ~ U[eps, T], (m, s) = marginal_coeffs(t)           (Song et al. 2021)
   - likelihood-weighted with training.importance_sampling: t ~ p(t) proportional to g^2 / s^2 and
@@ -26,6 +29,8 @@ from evaluation.vlb import chain_terms, model_variances
 from models import get_eps_fn, get_score_fn, parameterization_of
 from sde_lib import batch_broadcast
 from sde_lib.likelihood_time import LikelihoodTime
+from training.edm_loss import EDMLoss
+from training.flow_matching_loss import flow_matching_per_sample, flow_matching_times
 from utils.errors import ConfigError
 
 HISTORY = 10            # L_vlb importance sampling: the last losses kept per step (N & D 2021)
@@ -90,6 +95,24 @@ def dsm_per_sample(score_fn, x0, t, mean_coeff, std, z, weight, reduce_mean):
   return weight * per_sample
 
 
+def v_weight(mean_coeff, std, gamma=None):
+  """(SNR + 1) / SNR = 1 + s^2 / m^2, SNR = m^2 / s^2: ||eps_hat - eps||^2 times it is
+  ||v_hat - v||^2 (Salimans & Ho 2022; models.parameterizations.VPrediction)."""
+  return 1 + (std / mean_coeff) ** 2
+
+
+def min_snr_weight(mean_coeff, std, gamma):
+  """min(SNR, gamma) / SNR, SNR = m^2 / s^2: min-SNR-gamma (Hang et al. 2023, sec. 3.4), the
+  weight min(SNR, gamma) of ||x0_hat - x_0||^2 written for ||eps_hat - eps||^2."""
+  snr = (mean_coeff / std) ** 2
+  return snr.clamp(max=gamma) / snr
+
+
+# training.loss_weighting -> the weight of ||eps_hat - eps||^2 from (m, s, training.min_snr_gamma)
+NOISE_WEIGHTINGS = {'none': lambda mean_coeff, std, gamma: torch.ones_like(std),
+                    'v': v_weight, 'min_snr': min_snr_weight}
+
+
 def drop_labels(classes, p, null, generator=None, rows=None):
   """classes ([n]) with each entry replaced by the `null` label with probability p."""
   u = drawn(rows, len(classes), lambda m: torch.rand(m, device=classes.device, generator=generator))
@@ -119,7 +142,8 @@ def _time_sampler(config):
       raise ConfigError(f"training.loss={train.loss!r} walks the VP-SDE's DDPM chain: "
                        "set sde.name='vpsde' and training.continuous=False")
     return chain_times, False
-  raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm', 'ddpm' or 'vlb'")
+  raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm', 'ddpm', 'vlb', "
+                    "'flow_matching' or 'edm'")
 
 
 def get_loss_fn(config, sde):
@@ -130,6 +154,20 @@ def get_loss_fn(config, sde):
   class-conditional model only (training_classes); rows (BatchRows) the part of a global batch
   it is, whose randomness is drawn for the whole batch (see `drawn`).
   """
+  if config.training.loss == 'flow_matching':
+    return flow_matching_loss_fn(config, sde)
+  if config.training.loss in ('cd', 'ict', 'ect'):   # consistency models; it imports this module
+    from pipeline.consistency import consistency_loss_fn
+    return consistency_loss_fn(config, sde)
+  parameterization_of(config)   # an unknown or unusable parameterization stops here, not at step 1
+  if config.training.loss == 'edm':
+    return edm_loss_fn(config, sde)
+  if config.training.loss_weighting not in NOISE_WEIGHTINGS:
+    raise ConfigError(f"unknown training.loss_weighting {config.training.loss_weighting!r}; "
+                      f"choose one of {sorted(NOISE_WEIGHTINGS)}")
+  if config.training.loss_weighting != 'none' and config.training.likelihood_weighting:
+    raise ConfigError("training.loss_weighting and training.likelihood_weighting are two weightings "
+                      "of the same loss: set one of them")
   times, continuous = _time_sampler(config)
   train = config.training
   if not 0 <= config.model.label_dropout <= 1:
@@ -155,9 +193,52 @@ def get_loss_fn(config, sde):
     elif train.likelihood_weighting:
       weight = sde.likelihood_weight(t)
     else:
-      weight = torch.ones_like(std)
+      weight = NOISE_WEIGHTINGS[train.loss_weighting](mean_coeff, std, train.min_snr_gamma)
     return dsm_per_sample(lambda x, t: score_fn(x, t, classes), x0, t, mean_coeff, std, z,
                           weight, train.reduce_mean)
+
+  return loss_fn
+
+
+def edm_loss_fn(config, sde):
+  """loss_fn as get_loss_fn's for training.loss 'edm': EDM's lambda(sigma) ||D - y||^2 with
+  ln sigma ~ N(training.p_mean, training.p_std^2) and model.sigma_data (training/edm_loss.py)."""
+  train = config.training
+  if not train.continuous or config.model.learn_variance or train.likelihood_weighting:
+    raise ConfigError("training.loss='edm' draws continuous noise levels and weights them itself: "
+                      "set training.continuous=True, model.learn_variance=False and "
+                      "training.likelihood_weighting=False")
+  if train.loss_weighting != 'none':
+    raise ConfigError("training.loss='edm' has its own weighting lambda(sigma): set "
+                      "training.loss_weighting='none'")
+  edm = EDMLoss(sde, parameterization_of(config), train.p_mean, train.p_std,
+                config.model.sigma_data, train.reduce_mean)
+
+  def loss_fn(model, x0, generator=None, classes=None, rows=None):
+    n, shape = x0.shape[0], x0.shape[1:]
+    sigma = drawn(rows, n, lambda m: edm.sample_sigma(m, x0.device, generator))
+    z = drawn(rows, n, lambda m: torch.randn((m, *shape), device=x0.device, generator=generator))
+    return edm(model, x0, sigma, z, training_classes(config, classes, x0, generator, rows))
+
+  return loss_fn
+
+
+def flow_matching_loss_fn(config, sde):
+  """loss_fn as get_loss_fn's for training.loss 'flow_matching': velocity regression at t ~
+  U[training.eps, T] (training/flow_matching_loss.py), for continuous-time networks."""
+  train = config.training
+  if not train.continuous or config.model.learn_variance:
+    raise ConfigError("training.loss='flow_matching' regresses the velocity at continuous t: set "
+                      "training.continuous=True and model.learn_variance=False")
+
+  def loss_fn(model, x0, generator=None, classes=None, rows=None):
+    eps_fn = get_eps_fn(sde, model, True, parameterization_of(config))
+    n, shape = x0.shape[0], x0.shape[1:]
+    t = drawn(rows, n, lambda m: flow_matching_times(sde, m, train.eps, x0.device, generator))
+    z = drawn(rows, n, lambda m: torch.randn((m, *shape), device=x0.device, generator=generator))
+    classes = training_classes(config, classes, x0, generator, rows)
+    return flow_matching_per_sample(lambda x, t: eps_fn(x, t, classes)[0], sde, x0, z, t,
+                                    train.reduce_mean)
 
   return loss_fn
 

@@ -1,4 +1,4 @@
-"""The training loop: Adam with linear warm-up and gradient clipping, EMA, checkpoints,
+"""The training loop: Adam (or AdamW) with linear warm-up and gradient clipping, EMA, checkpoints,
 snapshot samples, TensorBoard, metrics.jsonl; one process or torch.distributed (torchrun),
 with gradient accumulation, mixed precision, torch.compile and channels-last on request.
 
@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 import sde_lib
 from configs.run_config import resume_changes, write_run_config
 from configs.validate import validate
-from data import DatasetUnavailable, get_data_scaler, get_dataset, get_eval_dataset
+from data import (DatasetUnavailable, fit_to_data, get_data_scaler, get_dataset,
+                  get_eval_dataset)
 from models import ExponentialMovingAverage, get_model
+from models.posthoc_ema import PowerFunctionEMA
 from evaluation.score_bound import bound_bpd
 from samplers.draw import (class_labels, data_sampler, draw_samples, sample_classes,
                            score_and_variance_fns)
@@ -31,9 +33,16 @@ from training.batches import LOSS, PROCESS, StepBatches, step_loader, step_seed
 from training.losses import BatchRows, get_loss_fn
 from training.preemption import StopRequest
 from utils import checkpoint, workdir as layout
+from utils.atomic import atomic_write
 from utils.distributed import Distributed
 from utils.errors import ConfigError
 from utils.pictures import class_picture, sample_picture
+from utils.run_lock import RunLock
+
+
+# config.optim.optimizer -> the optimizer: Adam adds weight_decay * theta to the gradient (an L2
+# term), AdamW decays the weights apart from it (Loshchilov & Hutter 2019; U-ViT's choice).
+OPTIMIZERS = {'adam': torch.optim.Adam, 'adamw': torch.optim.AdamW}
 
 
 def learning_rate(optim, step):
@@ -116,6 +125,8 @@ class Trainer:
     self.model = get_model(config).to(self.ddp.device)
     if train.channels_last:
       self.model.to(memory_format=torch.channels_last)
+    if hasattr(self.loss_fn, 'initialize'):   # a loss that starts from a teacher (CD, ECT)
+      self.loss_fn.initialize(self.model)
     self.held_out = None     # test images the score-matching bound is logged on
     if train.bound_images and self.ddp.is_main:
       try:
@@ -128,9 +139,12 @@ class Trainer:
       self.snapshot_sampling.update(classifier_scale=0.0, class_label='all')
     self.draw = data_sampler(config, self.sde, self.model, self.ddp.device, self.snapshot_sampling)
     self.ema = ExponentialMovingAverage(self.model, config.model.ema_rate, warmup=config.model.ema_warmup)
+    sigma_rels = config.model.posthoc_ema_sigma_rels   # EDM2's tracked averages, or none
+    self.posthoc_ema = PowerFunctionEMA(self.model, sigma_rels) if sigma_rels else None
     o = config.optim
-    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, 0.999),
-                                      eps=o.eps, weight_decay=o.weight_decay)
+    self.optimizer = OPTIMIZERS[o.optimizer](self.model.parameters(), lr=o.lr,
+                                             betas=(o.beta1, 0.999), eps=o.eps,
+                                             weight_decay=o.weight_decay)
     self.grad_scaler = torch.amp.GradScaler(self.ddp.device.type,
                                             enabled=train.precision == 'fp16')
     self.step = 0
@@ -151,6 +165,11 @@ class Trainer:
     checkpoint.load_state_strict(self.model, state['model'])
     try:
       self.ema.load_state_dict(state['ema'])
+      if self.posthoc_ema is not None:
+        if 'posthoc_ema' not in state:   # a power profile cannot start in the middle of a run
+          raise ValueError("it holds no post-hoc EMA: model.posthoc_ema_sigma_rels must be set "
+                           "from a run's first step")
+        self.posthoc_ema.load_state_dict(state['posthoc_ema'])
       if 'optimizer' in state:   # imported published weights may come without one
         self.optimizer.load_state_dict(state['optimizer'])
       if state.get('grad_scaler'):
@@ -173,6 +192,8 @@ class Trainer:
                             'batches_per_epoch': self.batches.per_epoch}}
     if hasattr(self.loss_fn, 'state_dict'):
       state['loss'] = self.loss_fn.state_dict()
+    if self.posthoc_ema is not None:
+      state['posthoc_ema'] = self.posthoc_ema.state_dict()
     return state
 
   def run(self):
@@ -203,7 +224,8 @@ class Trainer:
       if self._save_last_step():
         tqdm.write(f"interrupted: saved step {self.step} in {self.workdir}/checkpoints")
       raise
-    bar.close()
+    finally:
+      bar.close()   # an error's line then starts below the bar, not at its end
     if stop.signal is not None and self.ddp.is_main:
       tqdm.write(f"{stop.name}: stopped after step {self.step}, saved in "
                  f"{layout.checkpoint_dir(self.workdir)}; the same command resumes")
@@ -253,8 +275,14 @@ class Trainer:
         if self.held_out is not None:
           record['bound_bpd'] = self.held_out_bound()
         self._log(record)
-        bar.set_postfix(loss=f'{mean_loss:.4g}')
+        bar.set_postfix(loss=f'{mean_loss:.4g}', refresh=False)
         losses, variances = [], []
+      if self.step == train.n_iters:
+        bar.close()   # drawn once more, now: its times are training's, not the last snapshot's
+      # before any checkpoint of this step: a run resumed from it never skips a snapshot
+      if self.posthoc_ema is not None and (self.step % train.posthoc_snapshot_freq == 0
+                                           or self.step == train.n_iters):
+        self._posthoc_snapshot()
       if self.step % train.snapshot_freq == 0 or self.step == train.n_iters:
         self._snapshot()
       elif self._checkpoint_due():
@@ -296,6 +324,10 @@ class Trainer:
     self.grad_scaler.step(self.optimizer)
     self.grad_scaler.update()
     self.ema.update(self.model)
+    if hasattr(self.loss_fn, 'after_step'):   # a loss with per-step state (CD's target, curricula)
+      self.loss_fn.after_step(self.model, self.step + 1)
+    if self.posthoc_ema is not None:
+      self.posthoc_ema.update(self.model)
     terms = torch.cat(terms)
     return (lr, terms.mean().item(), terms.var().item() if len(terms) > 1 else 0.0,
             grad_norm.item())
@@ -367,6 +399,13 @@ class Trainer:
         self._save_samples()
     self.ddp.barrier()
 
+  def _posthoc_snapshot(self):
+    """The tracked power-function EMAs at <workdir>/posthoc_ema/snapshot_<step>.pt (rank 0)."""
+    if self.ddp.is_main:
+      state = {'step': self.step, **self.posthoc_ema.state_dict()}
+      atomic_write(layout.posthoc_snapshot_path(self.workdir, self.step),
+                   lambda f: torch.save(state, f))
+
   def _save_samples(self):
     config = self.config
     with self.ema_weights():
@@ -386,6 +425,11 @@ class Trainer:
     self.writer.add_image('samples', picture, self.step)
 
 
-def train(config, workdir, progress=True, allow_model_override=False):
-  """Train (or resume) in `workdir`; returns the final step."""
-  return Trainer(config, workdir, progress, allow_model_override).run()
+def train(config, workdir, progress=True, allow_model_override=False, given=()):
+  """Train (or resume) in `workdir`, which no other process may write meanwhile
+  (utils/run_lock.py); returns the final step. `given`: the config fields the command line
+  set (data.fit_to_data refuses rather than corrects those)."""
+  for note in fit_to_data(config, given):   # before the lock creates the workdir
+    tqdm.write(f"note: {note}")
+  with RunLock(workdir, 'train', Distributed(config.device)):
+    return Trainer(config, workdir, progress, allow_model_override).run()

@@ -7,6 +7,8 @@
   <workdir>/metrics.jsonl      one JSON line per logged step
   <workdir>/eval/<key>/        --mode eval: reports, samples and shards of one set of samples
   <workdir>/classifier/        --mode train_classifier: checkpoints/ as above, accuracy.json
+  <workdir>/posthoc_ema/       with model.posthoc_ema_sigma_rels: snapshot_<step>.pt (the tracked
+                               power-function EMAs); --mode posthoc_ema's sigma_rel_<s>.pt
 
 <key> is samplers.draw.samples_key: '<checkpoint>-<sampler>-<hash of all that determines the
 samples>', the same for both modes.
@@ -63,3 +65,17 @@ def classifier_dir(workdir):
 
 def classifier_accuracy_path(workdir):
   return os.path.join(classifier_dir(workdir), 'accuracy.json')
+
+
+def posthoc_ema_dir(workdir):
+  return os.path.join(workdir, 'posthoc_ema')
+
+
+def posthoc_snapshot_path(workdir, step):
+  """The tracked power-function EMAs at training step `step` (models/posthoc_ema.py)."""
+  return os.path.join(posthoc_ema_dir(workdir), f'snapshot_{step}.pt')
+
+
+def posthoc_checkpoint_path(workdir, sigma_rel):
+  """--mode posthoc_ema's checkpoint of the average reconstructed for `sigma_rel`."""
+  return os.path.join(posthoc_ema_dir(workdir), f'sigma_rel_{sigma_rel:g}.pt')
