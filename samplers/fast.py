@@ -31,6 +31,12 @@ def multistep_order(order, step, steps, lower_order_final=True):
   return min(order, step + 1)
 
 
+def tweedie(model, x, generator=None):
+  """A budget of one evaluation: Tweedie's x0_hat(x_T, T) = E[x_0 | x_T], the best guess of the
+  data from x_T alone in squared error, which every fast sampler reduces to at one evaluation."""
+  return model.x0(x, model.sde.T)
+
+
 def fast_times(sde, time_schedule, eps, steps, noise_removal=True, chain=None):
   """times(n): n + 1 times from T down to the schedule's end, `time_schedule` on the SDE with
   t_end = eps, or with `chain` (a DiscreteChain) its own steps down to chain step 0 (DDIM on a

@@ -12,12 +12,13 @@ from typing import Callable, NamedTuple
 import torch
 
 from samplers.adaptive_sde import adaptive_sde
+from samplers.consistency import consistency_sigmas, multistep_consistency
 from samplers.ddim import ddim
 from samplers.dpm_solver import dpm_solver_pp_multistep, dpm_solver_singlestep
 from samplers.dpm_solver_v3 import dpm_solver_v3
 from samplers.driver import sample
 from samplers.ems import checked_ems
-from samplers.fast import budgeted, fast_times
+from samplers.fast import budgeted, fast_times, tweedie
 from samplers.heun import heun
 from samplers.imputation import check_resampling
 from samplers.ipndm import ipndm
@@ -177,6 +178,8 @@ def _fast(config, sde, shape, continuous, ems, **_):
   """A fast sampler with config.steps its budget of score evaluations, on the SDE; 'ddim' on a
   discrete-time model steps on a subsequence of its chain, as Song et al. define it."""
   solver, schedule, kwargs = FAST_SAMPLERS[config.method].resolve(config)
+  if config.steps == 1 and config.noise_removal:   # no evaluation left for a step: x0_hat at T
+    return Plan(sde, tweedie, config.eps, False, 'tweedie', config.thresholding)
   chain = DiscreteChain(sde) if not continuous and config.method == 'ddim' else None
   times = fast_times(sde, schedule, config.eps, config.steps, config.noise_removal, chain)
   if config.method == 'dpm_solver_v3':
@@ -186,8 +189,19 @@ def _fast(config, sde, shape, continuous, ems, **_):
               config.noise_removal, solver.__name__, config.thresholding)
 
 
+def _consistency(config, sde, **_):
+  """A consistency model's multistep sampling (samplers/consistency.py): config.steps
+  evaluations, the intermediate levels config.consistency_sigmas, down to sigma(config.eps)."""
+  sigma_of = lambda t: float(torch.exp(-sde.log_snr(torch.tensor([t], dtype=torch.float64)))[0])
+  sigma_min = sigma_of(config.eps)
+  sigmas = consistency_sigmas(config.steps, tuple(config.consistency_sigmas), sigma_of(sde.T),
+                              sigma_min)
+  solver = functools.partial(multistep_consistency, sigmas=sigmas, sigma_min=sigma_min)
+  return Plan(sde, solver, config.eps, False, 'consistency')
+
+
 SAMPLERS = {'pc': _predictor_corrector, 'ancestral': _predictor_corrector, 'ode': _ode,
-            'sde': _sde, **{name: _fast for name in FAST_SAMPLERS}}
+            'sde': _sde, **{name: _fast for name in FAST_SAMPLERS}, 'consistency': _consistency}
 METHODS = tuple(SAMPLERS)
 
 

@@ -157,7 +157,6 @@ def test_dynamic_thresholding_clips_each_sample_to_its_quantile():
     (dict(method='ddim', variant='bh1'), 'variant'),
     (dict(method='ddim', order=2), 'order'),
     (dict(method='heun', time_schedule='cubic'), 'time_schedule'),
-    (dict(method='ddim', steps=1), 'steps=1'),
     (dict(method='ddim', eps=0.0), 'eps'),
 ])
 def test_impossible_settings_fail_when_the_sampler_is_built(overrides, match):
