@@ -37,9 +37,10 @@ from samplers.registry import METHODS, get_sampler  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from utils.device import get_device  # noqa: E402
 
-# The samplers compared: each method as configured ('pc' with and without a corrector).
+# The samplers compared: each training-free method as configured ('pc' with and without a
+# corrector); 'consistency' samples a consistency model, which these networks are not.
 SAMPLERS = ([('pc', {'corrector': 'langevin'}), ('pc', {'corrector': 'none'})]
-            + [(m, {}) for m in METHODS if m != 'pc'])
+            + [(m, {}) for m in METHODS if m not in ('pc', 'consistency')])
 # size name -> (config, sampling batch, training batch on CUDA, on the CPU)
 SIZES = {'digits': ('vp_digits', 64, 128, 128), 'cifar10 ddpm': ('ddpm_cifar10', 8, 128, 4),
          'cifar10 ddpm++': ('vp_cifar10', 8, 128, 4)}
