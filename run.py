@@ -26,16 +26,16 @@ from ml_collections import config_flags
 from configs.resolve import DEFAULT_CONFIG, config_argv_or_exit, config_name
 from configs.run_config import inference_config
 from configs.validate import validate
-from evaluation import evaluate
+from pipeline.evaluate import evaluate
 from evaluation.shards import save_samples, to_storage
 from models import restore_for_inference
 from pipeline.posthoc_ema import write_posthoc_checkpoint
 from pipeline.restore import restore_images, summary as restore_summary
-from samplers.completion import KINDS, complete
-from samplers.draw import class_labels, data_sampler, draw_samples, sample_classes, samples_key
+from pipeline.complete import KINDS, complete
+from pipeline.sampling import class_labels, data_sampler, draw_samples, sample_classes, samples_key
 from sde_lib import get_sde
-from training.classifier import train_classifier
-from training.trainer import train
+from pipeline.train_classifier import train_classifier
+from pipeline.train import train
 from utils.checkpoint import resolve_checkpoint
 from utils.device import get_device
 from utils.errors import ConfigError

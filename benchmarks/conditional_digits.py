@@ -33,11 +33,12 @@ from evaluation.digits_classifier import load_or_train_digits_classifier  # noqa
 from evaluation.fid import fid, get_feature_space  # noqa: E402
 from evaluation.shards import to_storage  # noqa: E402
 from models import restore_for_inference  # noqa: E402
-from samplers.draw import batch_generator, data_sampler, draw_samples  # noqa: E402
-from samplers.imputation import Observation  # noqa: E402
+from pipeline.sampling import data_sampler, draw_samples  # noqa: E402
+from utils.seeding import batch_generator  # noqa: E402
+from restoration.imputation import Observation  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from training.classifier import train_classifier  # noqa: E402
-from training.trainer import train  # noqa: E402
+from pipeline.train_classifier import train_classifier  # noqa: E402
+from pipeline.train import train  # noqa: E402
 from utils.device import get_device  # noqa: E402
 from utils.pictures import rows_picture  # noqa: E402
 

@@ -57,10 +57,10 @@ from benchmarks.digits_model import QUICK_WORKDIR, WORKDIR, trained_digits  # no
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from data import get_eval_dataset  # noqa: E402
 from evaluation.digits_classifier import load_or_train_digits_classifier  # noqa: E402
-from evaluation.evaluate import likelihood_numbers  # noqa: E402
+from pipeline.evaluate import likelihood_numbers  # noqa: E402
 from evaluation.fid import fid, get_feature_space  # noqa: E402
 from evaluation.shards import from_storage, to_storage  # noqa: E402
-from samplers.draw import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
+from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
 from samplers.registry import FAST_SAMPLERS, resolved_sampling  # noqa: E402
 from utils.atomic import atomic_write  # noqa: E402
 from utils.checkpoint import resolve_checkpoint  # noqa: E402

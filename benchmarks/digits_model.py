@@ -11,9 +11,9 @@ import time
 
 from configs.vp_digits import get_config
 from models import restore_for_inference
-from samplers.draw import score_and_variance_fns
+from pipeline.sampling import score_and_variance_fns
 from sde_lib import get_sde
-from training.trainer import train
+from pipeline.train import train
 from utils.checkpoint import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

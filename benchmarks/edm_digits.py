@@ -37,13 +37,13 @@ from benchmarks.digits import Judge  # noqa: E402
 from benchmarks.digits_model import QUICK_WORKDIR, WORKDIR, digits_config  # noqa: E402
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.edm_digits import get_config as edm_digits_config  # noqa: E402
-from evaluation.evaluate import likelihood_numbers  # noqa: E402
+from pipeline.evaluate import likelihood_numbers  # noqa: E402
 from models import restore_for_inference  # noqa: E402
-from samplers.draw import (checkpoint_sha256, data_sampler, draw_samples,  # noqa: E402
+from pipeline.sampling import (checkpoint_sha256, data_sampler, draw_samples,  # noqa: E402
                            score_and_variance_fns)
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from training.trainer import train  # noqa: E402
+from pipeline.train import train  # noqa: E402
 from utils.checkpoint import list_checkpoints, resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 

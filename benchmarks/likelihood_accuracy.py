@@ -32,7 +32,7 @@ x, and to the sigma axis: they are not ours.
 Trained model: vp_digits (benchmarks/digits_model.py; --quick: a tiny stand-in), test split,
 bits/dim by the probability-flow ODE (eval defaults: uniform dequantization, one draw, one
 Rademacher probe, rtol = atol = 1e-5) and by the DDPM bound (the whole chain, 'beta' variance;
---quick: the chain respaced to 100 steps), both from evaluation/evaluate.likelihood_numbers, on
+--quick: the chain respaced to 100 steps), both from pipeline/evaluate.likelihood_numbers, on
 the same first --images test images (default: all 300), with the paired difference.
 
   .venv/bin/python benchmarks/likelihood_accuracy.py [--points 500] [--images 300] [--quick]
@@ -238,7 +238,7 @@ def sweep_table(rows):
 def digits_numbers(args, device):
   """ODE and VLB bits/dim of the trained digits model on the first args.images test images."""
   from benchmarks.digits_model import trained_digits
-  from evaluation.evaluate import likelihood_numbers
+  from pipeline.evaluate import likelihood_numbers
   config, model, sde, score_fn, train_seconds = trained_digits(device, quick=args.quick)
   e = config.eval
   e.enable_bpd, e.enable_vlb, e.enable_score_bound = True, True, False

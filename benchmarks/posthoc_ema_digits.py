@@ -29,9 +29,9 @@ from benchmarks.results_io import partial_row, results_dir, write_results  # noq
 from models import restore_for_inference  # noqa: E402
 from models.posthoc_ema import sigma_rel_to_gamma  # noqa: E402
 from pipeline.posthoc_ema import write_posthoc_checkpoint  # noqa: E402
-from samplers.draw import checkpoint_sha256  # noqa: E402
+from pipeline.sampling import checkpoint_sha256  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from training.trainer import train  # noqa: E402
+from pipeline.train import train  # noqa: E402
 from utils.checkpoint import list_checkpoints, resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 

@@ -29,13 +29,13 @@ sys.path.insert(0, ROOT)
 from benchmarks.results_io import partial_row, write_results  # noqa: E402
 from configs.vp_digits import get_config as demo_config  # noqa: E402
 from configs.vp_digits_learned import get_config as learned_config  # noqa: E402
-from evaluation.bpd import split_bpd, split_vlb  # noqa: E402
+from pipeline.bpd import split_bpd, split_vlb  # noqa: E402
 from evaluation.fid import fid, get_feature_space  # noqa: E402
 from evaluation.shards import to_storage  # noqa: E402
 from models import get_score_fn, parameterization_of, restore_for_inference  # noqa: E402
-from samplers.draw import data_sampler, draw_samples, variance_inputs  # noqa: E402
+from pipeline.sampling import data_sampler, draw_samples, variance_inputs  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from training.trainer import train  # noqa: E402
+from pipeline.train import train  # noqa: E402
 from utils.checkpoint import resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 

@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.results_io import write_results  # noqa: E402
 from data import data_shape  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
+from pipeline.train import Trainer  # noqa: E402
 
 
 def random_images(directory, shape, count):

@@ -135,7 +135,7 @@ def get_default_config():
   classifier.checkpoint_freq = 500
   classifier.eval_times = (0.0, 0.25, 0.5, 0.75, 1.0)   # test accuracy reported at these t
 
-  # --mode inpaint | colorize (samplers/completion.py; Song et al. 2021 app. I.2).
+  # --mode inpaint | colorize (pipeline/complete.py; Song et al. 2021 app. I.2).
   config.inpaint = inpaint = ml_collections.ConfigDict()
   inpaint.image = '0'                 # a test-split index or an image file
   inpaint.mask = 'center'             # box:x0,y0,x1,y1 | left | right | top | bottom | center |
@@ -312,7 +312,7 @@ def get_default_config():
                                       # q(u | x) fitted to the checkpoint, cached beside it, and
                                       # reported with the uniform bound); evaluation/dequantization.py
   evaluate.dequantizer_steps = 1000   # 'variational': Adam steps fitting q to the score-matching
-  evaluate.dequantizer_batch_size = 64  # bound (training/dequantizer.py), images per step,
+  evaluate.dequantizer_batch_size = 64  # bound (pipeline/dequantizer.py), images per step,
   evaluate.dequantizer_lr = 1e-3      # learning rate,
   evaluate.dequantizer_hidden = 32    # conditioner channels
   evaluate.dequantizer_layers = 4     # and coupling layers (models/dequantizer.py)

@@ -1,4 +1,3 @@
-"""Evaluation: FID (clean-fid), bits/dim by the probability-flow ODE, the DDPM bound, reports."""
-from evaluation.evaluate import evaluate
-
-__all__ = ['evaluate']
+"""Evaluation's library part: FID (clean-fid) and the other sample metrics, the DDPM bound,
+the score-matching bound and dequantization (the eval mode that reports them is
+pipeline/evaluate.py)."""

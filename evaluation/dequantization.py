@@ -17,7 +17,7 @@ its centre is c and its half-width h = |a| / (2 num_bins) (1/256 for 256 levels 
   (sub-)probability of the data's levels).
 - 'variational' (Ho et al. 2019, Flow++; Song et al. 2021b): y = scaler((k + u) / num_bins), u
   drawn from a conditional flow q(u | x) fitted to the model (models/dequantizer.py,
-  training/dequantizer.py); log q is that of u, already in bin widths.
+  pipeline/dequantizer.py); log q is that of u, already in bin widths.
 
 Units: each dequantizer returns log q of y measured in bin widths, i.e. the log density of
 y / (2h): log q_model(y) + D log 2h, which is 0 for uniform dequantization. The shared
@@ -33,8 +33,14 @@ import torch
 from data import uniform_dequantize
 from data.transforms import bin_point
 from samplers.likelihood import bits_per_dim
-from training.dequantizer import dequantized
 from utils.errors import ConfigError
+
+
+def dequantized(flow, x, num_bins, scaler, generator=None):
+  """(y = scaler((k + u) / num_bins) in the model's space, log q(u | x)) for images x on the
+  grid k / (num_bins - 1) in [0, 1]."""
+  u, log_q = flow(scaler(x), generator)
+  return scaler(bin_point(x, u, num_bins)), log_q
 
 
 def bin_centre_and_half_width(x, num_bins, scaler):

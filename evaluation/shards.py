@@ -5,9 +5,9 @@ a PNG holds them), 2-D points as float32 [B, 2]; `samples.npz` (eval) and
 `samples/<key>.npz` (--mode sample) hold them under `samples`.
 
 Eval draws in shards, so a crash loses at most one and a rerun resumes: shard i is batch i of
-samplers.draw's seeded batches, `<dir>/shard_<i>.npz` with the samples, the score evaluations
+pipeline.sampling's seeded batches, `<dir>/shard_<i>.npz` with the samples, the score evaluations
 per sample (`nfe`), the wall time of its batch and its batch size, written atomically. The
-directory is named by samplers.draw.samples_key, so whatever is stored there was drawn with the
+directory is named by pipeline.sampling.samples_key, so whatever is stored there was drawn with the
 same settings; only a last, partial shard of another length (num_samples changed) is drawn again.
 Under torchrun each process draws the shards i = rank, rank + W, ... and the main process reads
 them all: shard i is a function of (seed, i) and the batch size, so 1, 2 or 8 processes, and
@@ -22,7 +22,7 @@ import torch
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from samplers.draw import batch_generator
+from utils.seeding import batch_generator
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.distributed import shares
 from utils.pictures import class_picture, sample_picture
@@ -65,7 +65,7 @@ def save_samples(npz_path, png_path, samples, labels=None, **arrays):
 def generate_shards(shard_dir, num_samples, batch_size, draw, seed=0, device='cpu', progress=True,
                     ddp=None):
   """Draw `num_samples` with draw(n, generator, progress, start) -> (x in data space, nfe)
-  (samplers.draw.data_sampler), reusing the shards already in `shard_dir`; with `ddp`
+  (pipeline.sampling.data_sampler), reusing the shards already in `shard_dir`; with `ddp`
   (utils.distributed.Distributed) this process draws its share. Returns (stored samples, score
   evaluations per sample, seconds per sample), the last two averaged over all shards,
   including earlier runs'; under torchrun None on all but the main process."""

@@ -2,7 +2,7 @@
 
 Theirs: torch.save({'model': state dict of the DataParallel-wrapped network (keys 'module.*'),
 'ema': {'decay', 'num_updates', 'shadow_params': [averages in model.parameters() order,
-trainable parameters only]}, 'optimizer': Adam state dict, 'step'}). Ours (training/trainer.py):
+trainable parameters only]}, 'optimizer': Adam state dict, 'step'}). Ours (pipeline/train.py):
 the same, with unprefixed keys and the EMA's averages named by parameter (models/ema.py).
 Our `ncsnpp` registers its layers in the reference's order, so names and order carry over.
 """

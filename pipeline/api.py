@@ -15,11 +15,12 @@ from tqdm.auto import tqdm
 
 from configs.run_config import inference_config
 from configs.validate import validate
-from evaluation.bpd import BPD, batch_bpd
+from pipeline.bpd import BPD, batch_bpd
 from evaluation.dequantization import get_dequantizer
 from evaluation.shards import from_storage, to_storage
 from models import get_score_fn, parameterization_of, restore_for_inference
-from samplers.draw import batch_generator, data_sampler, draw_samples
+from pipeline.sampling import data_sampler, draw_samples
+from utils.seeding import batch_generator
 from sde_lib import get_sde
 from utils.checkpoint import resolve_checkpoint
 from utils.device import get_device
@@ -89,7 +90,7 @@ def bits_per_dim(run, images, seed=None, progress=False):
                           parameterization_of(config))
   flow = None
   if e.dequantization == 'variational':
-    from evaluation.evaluate import variational_dequantizer   # only this one needs its flow
+    from pipeline.evaluate import variational_dequantizer   # only this one needs its flow
     flow = variational_dequantizer(config, run.model, run.sde, score_fn, device, run.checkpoint)
   dequantize = get_dequantizer(e.dequantization, e.dequantization_draws, flow)
   seed = config.seed if seed is None else seed

@@ -1,7 +1,7 @@
 """--mode restore: degrade images by config.restore.operator with measurement noise
 config.restore.noise (sigma_y, in the images' [0, 1] units), restore them with the run's model
 as a prior (restoration/: DPS, PiGDM, DDRM, DDNM; replacement and RePaint through
-samplers/imputation.py), and write
+restoration/imputation.py), and write
 
   <workdir>/samples/restore-<operator>-<method>-<key>.npz   measurement, pseudo_inverse,
                                                             restored, input (, labels)
@@ -27,8 +27,9 @@ from data.pil import pil_to_tensor
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from models import restore_for_inference
 from restoration import METHODS, get_operator, measure, restore
-from samplers.draw import batch_generator, data_sampler, score_and_variance_fns
-from samplers.imputation import Observation
+from pipeline.sampling import data_sampler, score_and_variance_fns
+from utils.seeding import batch_generator
+from restoration.imputation import Observation
 from sde_lib import get_sde
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.checkpoint import resolve_checkpoint
@@ -38,7 +39,7 @@ from utils.pictures import rows_picture
 from utils.workdir import samples_dir
 
 IMAGE_FILES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
-IMPUTATION = ('replacement', 'repaint')   # samplers/imputation.py on config.sampling
+IMPUTATION = ('replacement', 'repaint')   # restoration/imputation.py on config.sampling
 PICTURE_COLUMNS = 8
 
 

@@ -1,6 +1,6 @@
 """Restoration with a diffusion prior: measurement operators with their SVD (operators.py) and
 the training-free posterior samplers that run on any score_fn (DPS, PiGDM, DDRM, DDNM).
-Replacement and RePaint are samplers/imputation.py, on the same operators.
+Replacement and RePaint are restoration/imputation.py, on the same operators.
 
   x, nfe = restore('ddrm', score_fn, sde, operator, y, sigma_y, shape, steps=100)
 """

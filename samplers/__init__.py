@@ -1,7 +1,6 @@
 """Samplers on a plain score_fn(x, t), chosen by name from `config.sampling`; the likelihood
-by the probability-flow ODE; drawing a network's samples into data space."""
-from samplers.draw import draw_samples
+by the probability-flow ODE."""
 from samplers.likelihood import likelihood
 from samplers.registry import get_sampler
 
-__all__ = ['draw_samples', 'get_sampler', 'likelihood']
+__all__ = ['get_sampler', 'likelihood']

@@ -92,7 +92,7 @@ def likelihood(score_fn, sde, x, eps=1e-5, rtol=1e-5, atol=1e-5, method='dopri5'
   """Log density of x (at time eps) under the probability-flow ODE of `sde` and `score_fn`.
 
   x is in the model's space and, for a `bpd` of quantized data, already dequantized by the
-  caller (evaluation.bpd does it: x = scaler((k + u) / num_bins)). num_bins and scaler give
+  caller (pipeline.bpd does it: x = scaler((k + u) / num_bins)). num_bins and scaler give
   the bits/dim (see `bits_per_dim`). hutchinson: 'rademacher' (default: the smaller
   variance, see above) | 'gaussian' | 'exact';
   n_probes random probes are averaged (ignored for 'exact'). Returns a LikelihoodResult.

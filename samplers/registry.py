@@ -20,10 +20,9 @@ from samplers.driver import sample
 from samplers.ems import checked_ems
 from samplers.fast import budgeted, fast_times, tweedie
 from samplers.heun import heun
-from samplers.imputation import check_resampling
 from samplers.ipndm import ipndm
 from samplers.langevin import annealed_langevin, langevin
-from samplers.pc import predictor_corrector, repaint
+from samplers.pc import check_resampling, predictor_corrector, repaint
 from samplers.predictors import euler_maruyama, get_ancestral, reverse_diffusion
 from samplers.probability_flow import probability_flow_ode
 from samplers.reverse_sde import torchsde_reverse

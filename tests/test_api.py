@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs.vp_digits import get_config as digits_config
-from training.trainer import train
+from pipeline.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')   # the venv `make setup` installs into
@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent('''
     import numpy as np
     import configs, pipeline
     from pipeline.api import bits_per_dim, load_run, sample_images
-    from evaluation.bpd import split_bpd
+    from pipeline.bpd import split_bpd
     from data import get_eval_dataset
     from models import get_score_fn, parameterization_of
 

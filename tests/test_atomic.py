@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from test_trainer import tiny_config
-from training.trainer import train
+from pipeline.train import train
 from utils.atomic import DiskFull, atomic_write, write_report
 
 

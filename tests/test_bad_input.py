@@ -15,7 +15,7 @@ from PIL import Image
 
 from configs.run_config import write_run_config
 from configs.vp_digits import get_config as digits_config
-from training.trainer import train
+from pipeline.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(ROOT, 'docs', 'bad_input.md')

@@ -11,7 +11,7 @@ from configs.default import get_default_config
 from models import ExponentialMovingAverage, get_model
 from models import restore_for_inference
 from test_trainer import assert_same_weights, tiny_config as tiny_run
-from training.trainer import train
+from pipeline.train import train
 from utils import checkpoint as ckpt
 from utils.atomic import DiskFull, _amount
 

@@ -21,7 +21,7 @@ from models.ddpm import DDPM
 from models.mlp import MLP
 from models.ncsnpp import NCSNpp
 from models.score_fn import chain_eps_fn, get_score_and_variance_fns, get_score_fn
-from training import trainer as trainer_module
+from pipeline import train as trainer_module
 from training.losses import get_loss_fn
 from utils.errors import ConfigError
 

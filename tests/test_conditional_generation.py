@@ -12,13 +12,14 @@ from configs.vp_digits_cond import get_config as cond_config
 from data import get_data_scaler, get_eval_dataset
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from models import restore_for_inference
-from samplers.completion import complete
-from samplers.draw import batch_generator, class_labels, data_sampler, draw_samples
-from samplers.imputation import Observation
+from pipeline.complete import complete
+from pipeline.sampling import class_labels, data_sampler, draw_samples
+from utils.seeding import batch_generator
+from restoration.imputation import Observation
 from data.masks import parse_mask
 from sde_lib import get_sde
-from training.classifier import train_classifier
-from training.trainer import train
+from pipeline.train_classifier import train_classifier
+from pipeline.train import train
 from utils.errors import ConfigError
 from utils.pictures import class_picture
 

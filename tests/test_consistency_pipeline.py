@@ -11,7 +11,7 @@ from configs.edm_digits import get_config as edm_digits
 from configs.ict_cifar10 import get_config as ict_cifar10
 from pipeline.consistency import consistency_loss_fn
 from sde_lib import get_sde
-from training.trainer import train
+from pipeline.train import train
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.errors import ConfigError
 

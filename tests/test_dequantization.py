@@ -12,11 +12,11 @@ from scipy import stats
 from torch.utils.data import TensorDataset
 
 from configs.default import get_default_config
-from evaluation.bpd import BPD, split_bpd
+from pipeline.bpd import BPD, split_bpd
 from evaluation.dequantization import (DEQUANTIZERS, get_dequantizer, importance_weighted_bpd,
                                        truncated_normal)
 from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn
-from samplers.draw import batch_generator
+from utils.seeding import batch_generator
 from samplers.likelihood import likelihood
 from sde_lib import VPSDE
 from utils.errors import ConfigError
@@ -118,7 +118,7 @@ def test_truncated_normal_against_scipy(num_bins, scaler_name, eps, float64):
 
 def quantized_config(monkeypatch, images, **eval_fields):
   """A config whose test split is `images` (in [0, 1], on the grid of NUM_BINS levels)."""
-  monkeypatch.setattr('evaluation.bpd.get_eval_dataset',
+  monkeypatch.setattr('pipeline.bpd.get_eval_dataset',
                       lambda config, split: TensorDataset(images, torch.zeros(len(images))))
   config = get_default_config()
   config.data.num_bins = NUM_BINS
@@ -209,7 +209,7 @@ def test_toy_points_are_not_dequantized(monkeypatch, float64_one_thread):
 
 
 def test_report_names_the_bound(monkeypatch):
-  evaluate = sys.modules['evaluation.evaluate']
+  evaluate = sys.modules['pipeline.evaluate']
   monkeypatch.setattr(evaluate, 'split_bpd', lambda config, *args, **kwargs: (
       {'mean': 1.0, 'dequantization': config.eval.dequantization,
        'draws': config.eval.dequantization_draws}, None))
@@ -229,6 +229,6 @@ def test_bad_dequantization_settings_are_config_errors(name, draws, monkeypatch)
       get_dequantizer(name, bad_draws)
   # split_bpd checks before it reads any data or solves anything
   config = quantized_config(monkeypatch, None, dequantization=name, dequantization_draws=draws)
-  monkeypatch.setattr('evaluation.bpd.get_eval_dataset', lambda *a: pytest.fail('data read'))
+  monkeypatch.setattr('pipeline.bpd.get_eval_dataset', lambda *a: pytest.fail('data read'))
   with pytest.raises(ConfigError, match='dequantization'):
     split_bpd(config, None, VPSDE(), progress=False)

@@ -1,4 +1,4 @@
-"""The variational dequantizer (models/dequantizer.py, training/dequantizer.py).
+"""The variational dequantizer (models/dequantizer.py, pipeline/dequantizer.py).
 
 - log q(u | x) is the change of variables of its own map: checked against log|det| of the
   Jacobian that autograd computes for one image (an independent computation of the same number).
@@ -16,7 +16,8 @@ from sde_lib.gaussian_mixture import GaussianMixture
 from models.dequantizer import DequantizationFlow
 from samplers.likelihood import bits_per_dim
 from sde_lib import VPSDE
-from training.dequantizer import dequantized, fit_flow
+from evaluation.dequantization import dequantized
+from pipeline.dequantizer import fit_flow
 
 
 def randomized_flow(channels=1, seed=0):

@@ -20,9 +20,9 @@ from gaussian_flow import exact_flow, gaussian_data, loglog_slope
 from sde_lib.gaussian_mixture import GaussianMixture, exact_score_fn, random_mixture, ring_mixture
 from gmm_oracle import assert_matches, reference_distance
 from models import get_model
-from samplers import draw as draw_module
+from pipeline import sampling as draw_module
 from samplers.ddim import ddim
-from samplers.draw import data_sampler, ems_path
+from pipeline.sampling import data_sampler, ems_path
 from samplers.dpm_solver_v3 import dpm_solver_v3
 from samplers.ems import EMS, compute_ems
 from samplers.driver import sample

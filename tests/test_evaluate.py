@@ -1,4 +1,4 @@
-"""evaluation.evaluate end to end: its numbers against what its saved samples and arrays and
+"""pipeline.evaluate end to end: its numbers against what its saved samples and arrays and
 closed forms say, and samples cached by everything that determines them."""
 import json
 import os
@@ -13,14 +13,14 @@ from configs.vp_toy2d import get_config as toy2d_config
 from data import get_eval_dataset
 from evaluation import fid as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier
-from evaluation.evaluate import evaluate, parse_sampler_spec
+from pipeline.evaluate import evaluate, parse_sampler_spec
 from evaluation.dinov2 import DINOV2_FILE
 from evaluation.sample_metrics import inception_score, kid, precision_recall
 from evaluation.shards import from_storage, to_storage
-from samplers.draw import sampler_name, samples_key
+from pipeline.sampling import sampler_name, samples_key
 from samplers.registry import FAST_SAMPLERS
 from sde_lib import get_sde
-from training.trainer import train
+from pipeline.train import train
 from utils.errors import ConfigError
 
 

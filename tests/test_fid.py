@@ -13,10 +13,10 @@ from cubic_oracle import pil_bicubic
 from evaluation import dinov2 as dinov2_lib
 from evaluation import fid as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier, train_digits_classifier
-from evaluation.evaluate import markdown_report
+from pipeline.evaluate import markdown_report
 from evaluation.sample_metrics import inception_score
 from evaluation.shards import from_storage, generate_shards, to_storage
-from samplers.draw import draw_samples
+from pipeline.sampling import draw_samples
 from utils.errors import ConfigError
 
 

@@ -16,10 +16,10 @@ from configs.vp_digits import get_config as digits_config
 from data import UnreadableImage, fit_to_data
 from data.folder import ImageFolder
 from sde_lib.gaussian_mixture import exact_score_fn, random_mixture
-from samplers.draw import sampler_name
+from pipeline.sampling import sampler_name
 from samplers.likelihood import likelihood
 from sde_lib import VPSDE
-from training.trainer import Trainer, train
+from pipeline.train import Trainer, train
 from utils.errors import ConfigError
 from utils.pictures import sample_picture
 

@@ -15,7 +15,7 @@ from configs import subvp_cifar10, ve_cifar10, vp_cifar10, vp_cifar10_deep
 from models.convert import convert
 from models.registry import get_model
 from models.restore import restore
-from training.trainer import train
+from pipeline.train import train
 from utils.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

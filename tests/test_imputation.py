@@ -17,8 +17,9 @@ from configs.default import get_default_config
 from gaussian_flow import gaussian_score_fn
 from sde_lib.gaussian_mixture import GaussianMixture
 from samplers import get_sampler
-from samplers.imputation import (COLOR_BASIS, Observation, colorization, impose, impute,
-                                 imputed_score_fn, repaint_schedule)
+from restoration.imputation import (COLOR_BASIS, Observation, colorization, impose, impute,
+                                    imputed_score_fn)
+from samplers.pc import repaint_schedule
 from sde_lib import DiscreteChain, VPSDE
 from utils.errors import ConfigError
 

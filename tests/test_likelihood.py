@@ -207,11 +207,11 @@ def test_split_bpd_of_quantized_gaussian_images(monkeypatch):
   from scipy.stats import norm
   from torch.utils.data import TensorDataset
   from configs.default import get_default_config
-  from evaluation.bpd import split_bpd
+  from pipeline.bpd import split_bpd
 
   g = torch.Generator().manual_seed(12)
   levels = torch.clamp(torch.round((0.5 + 0.15 * torch.randn(64, 1, 2, 2, generator=g)) * 16), 0, 16)
-  monkeypatch.setattr('evaluation.bpd.get_eval_dataset',
+  monkeypatch.setattr('pipeline.bpd.get_eval_dataset',
                       lambda config, split: TensorDataset(levels / 16, torch.zeros(64)))
   m, s = (16 * 0.5 + 0.5) / 17, 16 / 17 * 0.15
   model = GaussianMixture([1.0], [[2 * m - 1] * 4], (2 * s) ** 2 * torch.eye(4, dtype=torch.float64)[None])

@@ -107,7 +107,7 @@ def test_training_writes_snapshots_and_the_mode_writes_a_loadable_checkpoint(tmp
   the checkpoint of a tracked sigma_rel holds the tracked average, sample/eval's loader takes it."""
   from configs.vp_digits import get_config
   from models import restore_for_inference
-  from training.trainer import train
+  from pipeline.train import train
 
   config = get_config()
   config.model.nf, config.model.num_groups = 8, 4
@@ -124,7 +124,7 @@ def test_training_writes_snapshots_and_the_mode_writes_a_loadable_checkpoint(tmp
   last = torch.load(snapshots[-1][1], weights_only=True)
   straight = torch.load(list_snapshots(tmp_path / 'straight')[-1][1], weights_only=True)
   for resumed_average, straight_average in zip(last['averages'], straight['averages']):
-    for name in resumed_average:   # the trainer's resume is exact (training/trainer.py)
+    for name in resumed_average:   # the trainer's resume is exact (pipeline/train.py)
       torch.testing.assert_close(resumed_average[name], straight_average[name], rtol=0, atol=0)
 
   path, step = write_posthoc_checkpoint(str(tmp_path / 'resumed'), 0.1)

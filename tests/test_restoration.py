@@ -15,7 +15,7 @@ from posterior_oracle import checker_mixture, dense_matrix, posterior, posterior
 from restoration import METHODS, get_operator, measure, restore
 from restoration.diffusion import Prior
 from samplers import get_sampler
-from samplers.imputation import Observation, impute
+from restoration.imputation import Observation, impute
 from sde_lib.ve import VESDE
 from sde_lib.vp import VPSDE
 from utils.errors import ConfigError
@@ -56,7 +56,7 @@ def test_noiseless_mask_keeps_the_observed_pixels(float64, method):
 
 @pytest.mark.parametrize('resample', [1, 3])
 def test_replacement_and_repaint_keep_the_observed_pixels(float64, resample):
-  """samplers/imputation.py through a restoration operator: y imposed exactly (torch.equal),
+  """restoration/imputation.py through a restoration operator: y imposed exactly (torch.equal),
   and the mean within 0.6 of the exact posterior's (measured 0.49 for replacement, 0.36 with
   RePaint's resampling; replacement is approximate like the others: DDRM 0.48, a prior draw
   0.59 on this posterior, whose mode weights hinge on the covariances)."""
@@ -81,7 +81,7 @@ def test_a_noisy_measurement_is_honoured(float64, method, name):
   about its noise. Exact posterior samples give 0.66 to 0.96 of it here; the methods 0.32 to
   1.1 (DDNM+ leans towards y). Held within [0.25, 1.5]: copying y (A x_hat = y) gives 0, a
   prior draw 2 to 7. DPS's normalised step leaves a residual of the order of its step size
-  zeta whatever sigma_y (printed by benchmarks/restoration.py), so it is not held to this."""
+  zeta whatever sigma_y (printed by benchmarks/restoration_quality.py), so it is not held to this."""
   prior = checker_mixture()
   op = get_operator(name, SHAPE, mask=LEFT, kernel_size=3, kernel_std=1.0)
   y = one_measurement(prior, op, 0.2)

@@ -10,7 +10,7 @@ import torch
 from configs.run_config import load_run_config
 from pipeline.restore import restore_images
 from test_run import ok, run, tiny_digits
-from training.trainer import train as train_here
+from pipeline.train import train as train_here
 from utils.errors import ConfigError
 
 

@@ -3,7 +3,7 @@ score) under y = A x + n: tests/posterior_oracle.py, on 1 x 4 x 4 images.
 
 The methods are approximations (their papers say so: DPS's and PiGDM's Gaussian p(y | x_t),
 DDRM's and DDNM's per-coordinate rules); what is exact is the oracle. The bounds are the
-errors measured at these seeds (400 samples, 50 steps; benchmarks/restoration.py prints the
+errors measured at these seeds (400 samples, 50 steps; benchmarks/restoration_quality.py prints the
 same table with more) plus a quarter, plus the exact-vs-exact floor of the same statistic:
 they hold each method to what it achieves, and each is far below the error of a sample that
 ignores y wherever y carries information. A sign slip, a wrong singular value or a wrong noise

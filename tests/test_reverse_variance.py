@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-import samplers.draw as draw_module
+import pipeline.sampling as draw_module
 from configs.default import get_default_config
 from evaluation.vlb import vlb
 from models import get_model
-from samplers.draw import data_sampler
+from pipeline.sampling import data_sampler
 from samplers.analytic_variance import GammaTable, estimate_gamma
 from samplers.predictors import get_ancestral
 from sde_lib import VPSDE, get_sde
@@ -27,7 +27,7 @@ from sde_lib.chain import DiscreteChain, respaced_chain, respaced_steps
 from sde_lib.reverse_variance import VarianceInputs, chain_step_variance
 from test_vlb import MU, NUM_BINS, SIGMA, exact_nll_bits, gaussian_optimal_eps, quantize
 from training.losses import StepImportance, get_loss_fn
-from training.trainer import train
+from pipeline.train import train
 from utils.checkpoint import load_checkpoint
 from utils.errors import ConfigError
 

@@ -15,8 +15,8 @@ import torch
 
 from configs.vp_digits import get_config as digits_config
 from configs.vp_toy2d import get_config as toy2d_config
-from evaluation.evaluate import evaluate
-from training.trainer import train as train_here
+from pipeline.evaluate import evaluate
+from pipeline.train import train as train_here
 from test_trainer import assert_same_weights
 from utils.checkpoint import load_checkpoint
 

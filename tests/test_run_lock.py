@@ -14,10 +14,10 @@ import time
 import pytest
 
 from configs.vp_toy2d import get_config as toy2d_config
-from evaluation.evaluate import evaluate
-from samplers.draw import samples_key
+from pipeline.evaluate import evaluate
+from pipeline.sampling import samples_key
 from test_trainer import read_metrics, tiny_config
-from training.trainer import train
+from pipeline.train import train
 from utils.checkpoint import latest_checkpoint
 from utils.distributed import Distributed
 from utils.run_lock import LOCK, RunDirectoryInUse, RunLock

@@ -2,7 +2,7 @@
 training's steps and sampling's batches share; the numbers they drew before it are kept."""
 import numpy as np
 
-from samplers.draw import batch_generator
+from utils.seeding import batch_generator
 from training.batches import DATA, LOSS, PROCESS, step_seed
 from utils.seeding import derived_seed
 

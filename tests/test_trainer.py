@@ -16,8 +16,8 @@ from evaluation.sample_metrics import sliced_wasserstein
 from sde_lib.gaussian_mixture import ring_mixture
 from models import restore_for_inference
 from utils.checkpoint import list_checkpoints, load_checkpoint
-from samplers.draw import data_sampler, draw_samples
-from training.trainer import Trainer, learning_rate, train
+from pipeline.sampling import data_sampler, draw_samples
+from pipeline.train import Trainer, learning_rate, train
 from utils.errors import ConfigError
 
 
@@ -168,7 +168,7 @@ def test_wall_clock_checkpoints(tmp_path, one_thread, monkeypatch):
   """checkpoint_every_minutes: with a clock that moves 30 s per reading and a 1-minute
   interval, a checkpoint lands every few steps between the snapshots at 10 and 20; off (0),
   only the snapshots."""
-  import training.trainer as trainer_module
+  import pipeline.train as trainer_module
   clock = iter(range(0, 10 ** 6, 30))
   monkeypatch.setattr(trainer_module.time, 'monotonic', lambda: next(clock))
   steps = {}
@@ -186,7 +186,7 @@ def test_wall_clock_checkpoints(tmp_path, one_thread, monkeypatch):
 
 def nan_at(monkeypatch, steps):
   """Make the loss nan at the given steps (1-based) of the next run."""
-  import training.trainer as trainer_module
+  import pipeline.train as trainer_module
   real = trainer_module.get_loss_fn
   calls = []
 

@@ -16,7 +16,7 @@ from models import get_eps_fn, get_model, parameterization_of
 from models.parameterizations import PARAMETERIZATIONS
 from models.uvit import UViT
 from training.losses import get_loss_fn
-from training.trainer import Trainer
+from pipeline.train import Trainer
 
 
 def count(model):

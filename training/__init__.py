@@ -1,5 +1,5 @@
-"""Training: DSM losses, checkpoints and the training loop."""
+"""Training's library part: the losses and their time samplers (the training loop that reads a
+config and writes a run directory is pipeline/train.py)."""
 from training.losses import get_loss_fn
-from training.trainer import Trainer, train
 
-__all__ = ['Trainer', 'get_loss_fn', 'train']
+__all__ = ['get_loss_fn']

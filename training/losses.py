@@ -143,7 +143,7 @@ def _time_sampler(config):
                        "set sde.name='vpsde' and training.continuous=False")
     return chain_times, False
   raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm', 'ddpm', 'vlb', "
-                    "'flow_matching' or 'edm'")
+                    "'flow_matching', 'edm' or a consistency model's 'cd', 'ict', 'ect'")
 
 
 def get_loss_fn(config, sde):
@@ -156,9 +156,6 @@ def get_loss_fn(config, sde):
   """
   if config.training.loss == 'flow_matching':
     return flow_matching_loss_fn(config, sde)
-  if config.training.loss in ('cd', 'ict', 'ect'):   # consistency models; it imports this module
-    from pipeline.consistency import consistency_loss_fn
-    return consistency_loss_fn(config, sde)
   parameterization_of(config)   # an unknown or unusable parameterization stops here, not at step 1
   if config.training.loss == 'edm':
     return edm_loss_fn(config, sde)

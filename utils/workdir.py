@@ -10,7 +10,7 @@
   <workdir>/posthoc_ema/       with model.posthoc_ema_sigma_rels: snapshot_<step>.pt (the tracked
                                power-function EMAs); --mode posthoc_ema's sigma_rel_<s>.pt
 
-<key> is samplers.draw.samples_key: '<checkpoint>-<sampler>-<hash of all that determines the
+<key> is pipeline.sampling.samples_key: '<checkpoint>-<sampler>-<hash of all that determines the
 samples>', the same for both modes.
 """
 import os

@@ -10,7 +10,7 @@ their 'bits/dim' is -log2 p(x) / D of the density itself. The VLB takes the imag
 grid, without dequantization.
 
 Batch i of a split (eval.batch_size images) is evaluated with its own generator, seeded by
-(config.seed, i, the estimator: samplers.draw.batch_generator), so under torchrun each process
+(config.seed, i, the estimator: pipeline.sampling.batch_generator), so under torchrun each process
 takes every W-th batch and the gathered numbers equal one process's, for any number W.
 """
 import math
@@ -26,7 +26,7 @@ from evaluation.score_bound import bound_bpd
 from evaluation.vlb import vlb
 from models import parameterization_of
 from models.score_fn import chain_eps_fn
-from samplers.draw import batch_generator
+from utils.seeding import batch_generator
 from samplers.likelihood import bits_per_dim, likelihood
 from utils.distributed import gathered, shares
 

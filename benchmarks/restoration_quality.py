@@ -19,7 +19,7 @@ score through Tweedie at the time t with s(t)/m(t) = sigma (ScoreDenoiser), and 
 our operators' SVD as a DecomposablePhysics. Its DPS runs its own VP schedule (beta 0.1 to 20,
 as ours) and DDPM solver with its default clip of x0_hat to [-1, 1].
 
-  python benchmarks/restoration.py [--quick] [--out DIR]
+  python benchmarks/restoration_quality.py [--quick] [--out DIR]
 """
 import argparse
 import math
@@ -36,7 +36,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # noqa: E402
                                      trained_digits)
 from models import restore_for_inference  # noqa: E402
-from samplers.draw import score_and_variance_fns  # noqa: E402
+from pipeline.sampling import score_and_variance_fns  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from benchmarks.results_io import results_dir, write_results  # noqa: E402
 from data import get_data_inverse_scaler, get_data_scaler, get_eval_dataset  # noqa: E402
@@ -190,7 +190,7 @@ def markdown(report):
   settings = report['settings']
   flags = (' --quick' if settings['quick'] else '') + (f" --ckpt {settings['ckpt']}"
                                                        if settings.get('ckpt') else '')
-  lines = [f"`.venv/bin/python benchmarks/restoration.py{flags}` on {settings['machine']}.",
+  lines = [f"`.venv/bin/python benchmarks/restoration_quality.py{flags}` on {settings['machine']}.",
            '',
            f"Digits at sigma_y = {SIGMA_Y} ({report['settings']['digits_images']} test digits, "
            f"{report['settings']['steps']} score evaluations, the demo model at step "

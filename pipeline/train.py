@@ -27,7 +27,8 @@ from data import (DatasetUnavailable, fit_to_data, get_data_scaler, get_dataset,
 from models import ExponentialMovingAverage, get_model
 from models.posthoc_ema import PowerFunctionEMA
 from evaluation.score_bound import bound_bpd
-from samplers.draw import (class_labels, data_sampler, draw_samples, sample_classes,
+from pipeline.consistency import LOSSES as CONSISTENCY_LOSSES, consistency_loss_fn
+from pipeline.sampling import (class_labels, data_sampler, draw_samples, sample_classes,
                            score_and_variance_fns)
 from training.batches import LOSS, PROCESS, StepBatches, step_loader, step_seed
 from training.losses import BatchRows, get_loss_fn
@@ -117,7 +118,10 @@ class Trainer:
     self.precision = Precision(train, self.ddp.device)
     torch.manual_seed(config.seed)
     self.sde = sde_lib.get_sde(config)
-    self.loss_fn = get_loss_fn(config, self.sde)
+    # Consistency models' losses read a teacher run (pipeline/consistency.py); the rest are the
+    # library's.
+    self.loss_fn = (consistency_loss_fn(config, self.sde)
+                    if config.training.loss in CONSISTENCY_LOSSES else get_loss_fn(config, self.sde))
     self.scaler = get_data_scaler(config)
     self.dataset = get_dataset(config, 'train')
     self.batches = StepBatches(self.dataset, train.batch_size, self.ddp.world_size,

@@ -1,5 +1,5 @@
 """--mode inpaint and --mode colorize: complete one image several times with the run's model
-and any sampler (samplers/imputation.py), and save a grid: the input as the model sees it,
+and any sampler (restoration/imputation.py), and save a grid: the input as the model sees it,
 config.inpaint.num_completions completions, and the original.
 
 config.inpaint.image is an index into the test split or an image file; config.inpaint.mask a
@@ -18,8 +18,9 @@ from data.masks import parse_mask
 from data.pil import pil_to_tensor
 from models import restore_for_inference
 from restoration.operators import Mask
-from samplers.draw import batch_generator, data_sampler, samples_key
-from samplers.imputation import Observation, colorization
+from pipeline.sampling import data_sampler, samples_key
+from utils.seeding import batch_generator
+from restoration.imputation import Observation, colorization
 from sde_lib import get_sde
 from utils.atomic import atomic_write, save_npz_atomic
 from utils.checkpoint import resolve_checkpoint

@@ -25,13 +25,13 @@ from models.score_fn import get_score_and_variance_fns
 from samplers.analytic_variance import GAMMA_VERSION, GammaTable, estimate_gamma
 from samplers.ems import EMS, EMS_VERSION, compute_ems
 from samplers.guidance import classifier_free, classifier_guided
-from samplers.imputation import impute
+from restoration.imputation import impute
 from samplers.probability_flow import FIXED_STEP_METHODS
 from samplers.registry import get_sampler, resolved_sampling
 from sde_lib.reverse_variance import NEEDS_LEARNING, VarianceInputs, check_variance
 from utils.checkpoint import derived_path
 from utils.errors import ConfigError
-from utils.seeding import derived_seed
+from utils.seeding import batch_generator
 
 # Fields of config.sampling that do not change how a sample is drawn: how many are drawn, and
 # the batch size of --mode sample (the batch size a set is actually drawn in enters the key).
@@ -44,7 +44,7 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None, wor
   space on the CPU, score evaluations per sample) with `sampling` (default config.sampling) on
   the network's score; `start` is the index of the first of them in their set. A model of
   uniformly dequantized images gives the levels of its samples' bins (data.get_samples_to_data).
-  With an `observation` (samplers.imputation.Observation, in model space) the samples complete
+  With an `observation` (restoration.imputation.Observation, in model space) the samples complete
   it (impute: inpainting, colorization), 'pc' and 'ancestral' with RePaint's resampling when
   resample > 1.
 
@@ -271,12 +271,6 @@ def network_statistic(config, model, checkpoint, kind, settings, compute, load):
     return memo[key]
 
   return current
-
-
-def batch_generator(seed, index, device, *stream):
-  """The generator batch `index` of a set drawn with `seed` is drawn with (`stream`: other
-  sets of the same seed, e.g. evaluation's likelihoods)."""
-  return torch.Generator(device).manual_seed(derived_seed(seed, index, *stream))
 
 
 def draw_samples(draw, num_samples, batch_size, seed, device, progress=True):

@@ -13,23 +13,16 @@ import torch
 from tqdm.auto import tqdm
 
 from data import get_data_scaler, get_eval_dataset
-from data.transforms import bin_point
+from evaluation.dequantization import dequantized
 from evaluation.score_bound import score_matching_bound
 from models.dequantizer import DequantizationFlow
 from samplers.likelihood import bits_per_dim
 from utils.atomic import atomic_write
 
 
-def dequantized(flow, x, num_bins, scaler, generator=None):
-  """(y = scaler((k + u) / num_bins) in the model's space, log q(u | x)) for images x on the
-  grid k / (num_bins - 1) in [0, 1]."""
-  u, log_q = flow(scaler(x), generator)
-  return scaler(bin_point(x, u, num_bins)), log_q
-
-
 class FittedDequantizer:
   """A fitted flow and what built it; saved and loaded like the other per-checkpoint statistics
-  (samplers/draw.network_statistic), weights only."""
+  (pipeline/sampling.network_statistic), weights only."""
 
   def __init__(self, flow, settings, losses):
     self.flow, self.settings, self.losses = flow, settings, losses

@@ -6,13 +6,13 @@ Samplers compared in one call are `config.eval.samplers`, each a string of comma
 `field=value` overrides of `config.sampling`, e.g. "method=ode" or
 "method=pc,predictor=euler_maruyama,corrector=none,steps=100" (values take the type of the
 field they replace); an empty tuple evaluates `config.sampling` as it is. Each sampler writes
-`<workdir>/eval/<key>/` (samplers.draw.samples_key: checkpoint, sampler name, hash of all that
+`<workdir>/eval/<key>/` (pipeline.sampling.samples_key: checkpoint, sampler name, hash of all that
 determines the samples): report.json, report.md, samples.npz, grid.png, likelihood.npz
 (per-image bits/dim) and shards/, which a rerun with the same key reuses. Every sampler setting
 and the FID feature space are checked before anything slow starts.
 
 Under torchrun every process draws its share of the samples' shards and of the likelihoods'
-batches (evaluation/shards.py, evaluation/bpd.py); the main process gathers them, computes FID
+batches (evaluation/shards.py, pipeline/bpd.py); the main process gathers them, computes FID
 and writes the reports, which equal one process's. Statistics of the network that samplers or
 the dequantizer need are computed once, by the main process, and read by the others.
 """
@@ -20,16 +20,16 @@ import os
 
 import torch
 
-from evaluation.bpd import split_bpd, split_score_bound, split_vlb
+from pipeline.bpd import split_bpd, split_score_bound, split_vlb
 from evaluation.dinov2 import DINOv2Unavailable
 from evaluation.fid import InceptionUnavailable, fid, get_dinov2_space, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, parameterization_of, restore_for_inference
-from samplers.draw import (class_labels, data_sampler, network_statistic, sample_classes,
+from pipeline.sampling import (class_labels, data_sampler, network_statistic, sample_classes,
                            sampler_name, samples_key, variance_inputs)
 from samplers.registry import resolved_sampling
 from sde_lib import get_sde
-from training.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
+from pipeline.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
 from utils.atomic import save_npz_atomic, write_report
 from utils.checkpoint import resolve_checkpoint
 from utils.distributed import Distributed, main_first
@@ -72,7 +72,7 @@ def feature_space(build, config, device, notes):
 
 def likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint=None, ddp=None):
   """Sampler-independent numbers: ({'bpd': ..., 'vlb': ..., 'score_bound': ...}, per-image
-  arrays), each batch of images with its own generator (evaluation/bpd.py); under torchrun
+  arrays), each batch of images with its own generator (pipeline/bpd.py); under torchrun
   (`ddp`) each process computes its share and the main process gets them ({}, {} elsewhere)."""
   numbers, arrays = {}, {}
   e, seed = config.eval, config.seed
@@ -125,8 +125,8 @@ def ode_bpd(config, score_fn, sde, device, ddp=None, flow=None):
 
 
 def variational_dequantizer(config, model, sde, score_fn, device, checkpoint):
-  """The flow q(u | x) fitted to the checkpoint (training/dequantizer.py), cached beside it
-  (samplers/draw.network_statistic); the network is frozen while it is fitted."""
+  """The flow q(u | x) fitted to the checkpoint (pipeline/dequantizer.py), cached beside it
+  (pipeline/sampling.network_statistic); the network is frozen while it is fitted."""
   model.requires_grad_(False)
   fitted = network_statistic(
       config, model, checkpoint, 'dequantizer', dequantizer_settings(config),

@@ -1,5 +1,5 @@
 """Imputation by replacement (Song et al. 2021, app. I.2): inpainting and colorization with any
-sampler, and RePaint's resampling schedule (Lugmayr et al. 2022) for the predictor-corrector one.
+sampler (RePaint's resampling walk, Lugmayr et al. 2022, is samplers/pc.py `repaint`).
 
 The known coordinates are those of a restoration operator A = U S V^T (restoration/operators.py):
 the coordinates V^T x where S is nonzero, a pixel mask's pixels (V = I) or, for colorization,
@@ -27,7 +27,6 @@ import torch
 
 from restoration.operators import COLOR_BASIS, Grey, Mask, Operator  # noqa: F401 (COLOR_BASIS)
 from sde_lib import batch_broadcast
-from utils.errors import ConfigError
 
 
 class Observation:
@@ -107,39 +106,3 @@ def impute(sampler, score_fn, sde, observation, shape, generator=None, progress=
   score = imputed_score_fn(score_fn, sde, observation, noise)
   x, nfe = sampler(score, generator=generator, progress=progress)
   return impose(x, observation), nfe
-
-
-def check_resampling(steps, jump_length, resample):
-  """ConfigError unless resample >= 1 and, when resampling (resample > 1),
-  1 <= jump_length <= steps."""
-  if resample < 1:
-    raise ConfigError(f"resample is the number of times RePaint walks each segment, at least 1 "
-                      f"(1: no resampling); got {resample}")
-  if resample > 1 and not 1 <= jump_length <= steps:
-    raise ConfigError(f"jump_length is RePaint's jump of 1 to sampling.steps={steps} steps; "
-                      f"got {jump_length}")
-
-
-def repaint_schedule(steps, jump_length=1, resample=1):
-  """The indices of `sde.time_grid(steps)` to visit, from 0 (time T) to `steps` (the end): a
-  move from i to i + 1 is a sampler step, from i to i - 1 a forward transition (RePaint,
-  Lugmayr et al. 2022, Algorithm 1 and sec. 4.2's jumps).
-
-  Counting levels n = steps - i from the end, the segment of `jump_length` steps down to each
-  of the levels 1, 1 + j, 1 + 2j, ... that have j levels above them is walked `resample` times,
-  each walk but the last followed by a jump back up to the segment's top. With j = 1 this is
-  Algorithm 1 (U = resample); as there (u < U and t > 1) the step onto the data, level 0, is
-  never repeated. resample = 1 gives 0, 1, ..., steps.
-  """
-  check_resampling(steps, jump_length, resample)
-  bottoms = range(steps - 1, jump_length - 1, -jump_length)   # level 1, 1 + j, ... as indices
-  jumps_left = {i: resample - 1 for i in bottoms}
-  path, i = [0], 0
-  while i < steps:
-    i += 1
-    path.append(i)
-    if jumps_left.get(i, 0) > 0:
-      jumps_left[i] -= 1
-      path.extend(range(i - 1, i - jump_length - 1, -1))
-      i -= jump_length
-  return path
