@@ -96,6 +96,14 @@ def _finite_mean(values):
   return sum(finite) / len(finite) if finite else float('nan')
 
 
+def training_loss_fn(config, sde):
+  """The loss config.training.loss names: a consistency model's reads a teacher run
+  (pipeline/consistency.py), the others are the library's (training.losses.get_loss_fn)."""
+  if config.training.loss in CONSISTENCY_LOSSES:
+    return consistency_loss_fn(config, sde)
+  return get_loss_fn(config, sde)
+
+
 class Trainer:
   """Owns the model, EMA, optimizer and the workdir; `run()` trains to config.training.n_iters.
 
@@ -118,10 +126,7 @@ class Trainer:
     self.precision = Precision(train, self.ddp.device)
     torch.manual_seed(config.seed)
     self.sde = sde_lib.get_sde(config)
-    # Consistency models' losses read a teacher run (pipeline/consistency.py); the rest are the
-    # library's.
-    self.loss_fn = (consistency_loss_fn(config, self.sde)
-                    if config.training.loss in CONSISTENCY_LOSSES else get_loss_fn(config, self.sde))
+    self.loss_fn = training_loss_fn(config, self.sde)
     self.scaler = get_data_scaler(config)
     self.dataset = get_dataset(config, 'train')
     self.batches = StepBatches(self.dataset, train.batch_size, self.ddp.world_size,

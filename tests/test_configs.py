@@ -13,7 +13,7 @@ from models.registry import MODELS
 from samplers.registry import METHODS, get_sampler
 from sde_lib import get_sde
 from sde_lib.reverse_variance import VarianceInputs
-from training.losses import get_loss_fn
+from pipeline.train import training_loss_fn
 from utils.errors import ConfigError
 
 EXPECTED = {'vp_toy2d', 'vp_digits', 'vp_cifar10', 'vp_cifar10_deep', 'subvp_cifar10',
@@ -39,7 +39,7 @@ def test_config_builds_resolves_and_only_overrides_default_fields(name):
   assert config_name(resolve_config(name)) == name
   assert importlib.import_module(f'configs.{name}').__doc__  # says which paper / row it follows
   sde = get_sde(config)
-  get_loss_fn(config, sde)                  # the loss settings are consistent
+  training_loss_fn(config, sde)             # the loss settings are consistent
   network_given = VarianceInputs(output_fn=lambda x, t: x, gamma=lambda t: t)   # stand-ins
   get_sampler(config.sampling, sde, (1,) + data_shape(config),
               continuous=config.training.continuous,
