@@ -30,7 +30,7 @@ from configs.vp_digits_cond import get_config as cond_config  # noqa: E402
 from data import get_data_scaler, get_eval_dataset  # noqa: E402
 from data.masks import parse_mask  # noqa: E402
 from evaluation.digits_classifier import load_or_train_digits_classifier  # noqa: E402
-from evaluation.fid import fid, get_feature_space  # noqa: E402
+from evaluation.feature_metrics import fid, get_feature_space  # noqa: E402
 from evaluation.shards import to_storage  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import data_sampler, draw_samples  # noqa: E402

@@ -24,7 +24,7 @@ row gives, within 0.1); other cells are '-' (--every_budget runs them all, far b
 minutes). DPM-Solver-v3's statistics (EMS) come from 32 training points on 50 lambda
 intervals, which hold 20 of its steps (the registry's defaults take hours).
 
-Metrics per cell: the digit Frechet distance (evaluation/fid.py, the digits classifier's
+Metrics per cell: the digit Frechet distance (evaluation/feature_metrics.py, the digits classifier's
 feature space) of the first test-split-size samples (300) against the train split, beside the
 floor, the test split's distance at that size; the digit classifier's mean max-softmax
 probability (its confidence) on the samples, and on the test images as the reference. Per
@@ -58,7 +58,7 @@ from benchmarks.results_io import partial_row, results_dir, write_results  # noq
 from data import get_eval_dataset  # noqa: E402
 from evaluation.digits_classifier import load_or_train_digits_classifier  # noqa: E402
 from pipeline.evaluate import likelihood_numbers  # noqa: E402
-from evaluation.fid import fid, get_feature_space  # noqa: E402
+from evaluation.feature_metrics import fid, get_feature_space  # noqa: E402
 from evaluation.shards import from_storage, to_storage  # noqa: E402
 from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
 from samplers.registry import FAST_SAMPLERS, resolved_sampling  # noqa: E402
@@ -120,7 +120,7 @@ def sampling_config(config, overrides, steps, quick):
 
 
 class Judge:
-  """evaluation.fid.fid's digit Frechet distance of samples' first test-split-size features to
+  """evaluation.feature_metrics.fid's digit Frechet distance of samples' first test-split-size features to
   the train split (all of them when fewer), beside its floor, the test split's distance (without
   fid's KID, precision / recall and IS, which cost seconds a call); and the digit classifier's
   mean max-softmax probability on the samples."""

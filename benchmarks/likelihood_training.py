@@ -32,7 +32,7 @@ from benchmarks.results_io import partial_row, write_results  # noqa: E402
 from configs.vp_digits import get_config as demo_config  # noqa: E402
 from configs.vp_digits_likelihood import get_config as likelihood_config  # noqa: E402
 from pipeline.evaluate import likelihood_numbers  # noqa: E402
-from evaluation.fid import fid, get_feature_space  # noqa: E402
+from evaluation.feature_metrics import fid, get_feature_space  # noqa: E402
 from evaluation.shards import to_storage  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import data_sampler, draw_samples, score_and_variance_fns  # noqa: E402

@@ -7,7 +7,7 @@ learned-variance variant with the same budget (configs/vp_digits_learned.py, L_h
 chain), then for each: the DDPM bound on the test split with every variance the model has, on
 the chain of N = 1000 steps and respaced to K = 100, 50, 20 (eval.vlb_steps); the
 probability-flow ODE's bits/dim on the same images; and the digit Frechet distance (the
-framework's digit classifier's features, evaluation/fid.py) of ancestral samples with each
+framework's digit classifier's features, evaluation/feature_metrics.py) of ancestral samples with each
 variance at K = 50 and 20, beside the train-vs-test floor. Prints the tables and writes
 benchmarks/results/reverse_variance.{json,md}.
 
@@ -30,7 +30,7 @@ from benchmarks.results_io import partial_row, write_results  # noqa: E402
 from configs.vp_digits import get_config as demo_config  # noqa: E402
 from configs.vp_digits_learned import get_config as learned_config  # noqa: E402
 from pipeline.bpd import split_bpd, split_vlb  # noqa: E402
-from evaluation.fid import fid, get_feature_space  # noqa: E402
+from evaluation.feature_metrics import fid, get_feature_space  # noqa: E402
 from evaluation.shards import to_storage  # noqa: E402
 from models import get_score_fn, parameterization_of, restore_for_inference  # noqa: E402
 from pipeline.sampling import data_sampler, draw_samples, variance_inputs  # noqa: E402

@@ -22,7 +22,7 @@ import torch
 
 from pipeline.bpd import split_bpd, split_score_bound, split_vlb
 from evaluation.dinov2 import DINOv2Unavailable
-from evaluation.fid import InceptionUnavailable, fid, get_dinov2_space, get_feature_space
+from evaluation.feature_metrics import InceptionUnavailable, fid, get_dinov2_space, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, parameterization_of, restore_for_inference
 from pipeline.sampling import (class_labels, data_sampler, network_statistic, sample_classes,

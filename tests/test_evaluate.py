@@ -11,7 +11,7 @@ from configs.default import get_default_config
 from configs.vp_digits import get_config as digits_config
 from configs.vp_toy2d import get_config as toy2d_config
 from data import get_eval_dataset
-from evaluation import fid as fid_lib
+from evaluation import feature_metrics as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier
 from pipeline.evaluate import evaluate, parse_sampler_spec
 from evaluation.dinov2 import DINOV2_FILE
@@ -244,7 +244,7 @@ def test_evaluate_reports_what_its_saved_samples_and_bounds_say(tmp_path, capsys
       samples = stored['samples']
     assert samples.shape == (32, 8, 8, 1) and samples.dtype == np.uint8
     # FID, KID, precision / recall and the digit IS of the saved samples' classifier features
-    # against the train split's (their math is tested in test_fid / test_sample_metrics; here
+    # against the train split's (their math is tested in test_feature_metrics / test_sample_metrics; here
     # that the report holds them for these samples). Float32 features: 1e-6 relative.
     f = report['fid']
     sample_features = digits_features(classifier, samples)

@@ -62,7 +62,7 @@ def continuous_times(sde, n, eps, device, generator=None):
   return t, mean_coeff, std
 
 
-def chain_times(sde, n, eps, device, generator=None):
+def chain_step_times(sde, n, eps, device, generator=None):
   """A uniform chain step i in {0..N-1}, its time t_i = sde.chain_time(i) and the chain's
   (m_i, s_i): DDPM's (sqrt(abar_i), sqrt(1 - abar_i)) on the VP-SDE, SMLD's (1, sigma_i) on the VE."""
   index = torch.randint(sde.N, (n,), device=device, generator=generator)
@@ -136,12 +136,12 @@ def _time_sampler(config):
   """(times function, continuous flag) for config.training.loss."""
   train = config.training
   if train.loss == 'dsm':
-    return (continuous_times, True) if train.continuous else (chain_times, False)
+    return (continuous_times, True) if train.continuous else (chain_step_times, False)
   if train.loss in ('ddpm', 'vlb'):
     if config.sde.name != 'vpsde' or train.continuous:
       raise ConfigError(f"training.loss={train.loss!r} walks the VP-SDE's DDPM chain: "
                        "set sde.name='vpsde' and training.continuous=False")
-    return chain_times, False
+    return chain_step_times, False
   raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm', 'ddpm', 'vlb', "
                     "'flow_matching', 'edm' or a consistency model's 'cd', 'ict', 'ect'")
 

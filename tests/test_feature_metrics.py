@@ -11,7 +11,7 @@ import torch
 from configs.default import get_default_config
 from cubic_oracle import pil_bicubic
 from evaluation import dinov2 as dinov2_lib
-from evaluation import fid as fid_lib
+from evaluation import feature_metrics as fid_lib
 from evaluation.digits_classifier import load_or_train_digits_classifier, train_digits_classifier
 from pipeline.evaluate import markdown_report
 from evaluation.sample_metrics import inception_score

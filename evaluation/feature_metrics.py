@@ -1,4 +1,5 @@
-"""Frechet distances between samples and data in a feature space (FID, Heusel et al. 2017).
+"""The sample metrics in a feature space: Frechet distances (FID, Heusel et al. 2017) and, in the
+same features, KID, precision / recall and the Inception Score (evaluation/sample_metrics.py).
 
 Features are extracted with clean-fid (Parmar et al. 2022) and its Inception network for
 natural images (CIFAR-10, image folders), in the clean-fid mode config.eval.fid_mode:
