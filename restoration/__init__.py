@@ -23,7 +23,10 @@ def restore(method, score_fn, sde, operator, y, sigma_y, shape, steps=100, sched
             eps=1e-3, generator=None, device='cpu', **options):
   """(x, nfe): restorations of the measurements y = A x + sigma_y n (model space) by `method`
   (a name in METHODS) from a prior draw x_T, on `steps` times of `schedule` from T to eps and
-  a last step to t = 0; `options` are the method's own (eta, zeta, ...)."""
+  a last step to t = 0; `options` are the method's own (eta, zeta, ...). A noiseless
+  measurement (sigma_y = 0) is a constraint every method meets exactly: the result is projected
+  onto {x : A x = y}, x + A^+ (y - A x) (a no-op up to rounding for DDRM and DDNM, whose last
+  step already sets the range part; DPS and PiGDM only pull towards y)."""
   if method not in METHODS:
     raise ConfigError(f"unknown restoration method {method!r}; choose one of {sorted(METHODS)}")
   if sigma_y < 0:
@@ -33,5 +36,8 @@ def restore(method, score_fn, sde, operator, y, sigma_y, shape, steps=100, sched
   x = sde.prior_sampling(shape, generator=generator, device=device)
   grid = time_grid(sde, steps, schedule, eps)
   with torch.no_grad():   # DPS and PiGDM take their gradients under enable_grad
-    x = METHODS[method](prior, operator, y.to(x), sigma_y, x, grid, generator, **options)
+    y = y.to(x)
+    x = METHODS[method](prior, operator, y, sigma_y, x, grid, generator, **options)
+    if sigma_y == 0:
+      x = x + operator.pinv(y - operator.forward(x))
   return x, prior.nfe
