@@ -42,7 +42,7 @@ from models.mlp import MLP  # noqa: E402
 from samplers import get_sampler  # noqa: E402
 from samplers.probability_flow import flow  # noqa: E402
 from sde_lib import RectifiedFlow, batch_broadcast  # noqa: E402
-from sde_lib.flows import eps_from_velocity, straightness, velocity_from_eps  # noqa: E402
+from sde_lib.flows import eps_from_velocity, straightness, velocity_fn  # noqa: E402
 from training.flow_matching_loss import (draw_couplings, flow_matching_per_sample,  # noqa: E402
                                          flow_matching_times, one_step_distillation_per_sample)
 
@@ -59,17 +59,6 @@ OURS = {   # our samplers on the flow path (sampling.method and its settings)
 }
 THEIRS = {'euler': 1, 'midpoint': 2, 'rk4': 4}   # flow_matching's ODESolver: evaluations per step
 TRAINED_BUDGETS = (1, 2, 4, 10)
-
-
-def velocity_of(sde, score_fn):
-  """Our velocity v(x, t) = m' x0_hat + s' eps_hat of a score."""
-
-  def velocity(x, t):
-    m, s = (batch_broadcast(c, x) for c in sde.marginal_coeffs(t))
-    dm, ds = (batch_broadcast(c, x) for c in sde.marginal_coeffs_derivative(t))
-    return velocity_from_eps(x, -s * score_fn(x, t), m, s, dm, ds)
-
-  return velocity
 
 
 def score_of(sde, velocity):
@@ -106,7 +95,7 @@ def exact_sampling(n, budgets, seed):
   """Part 1: rows {side, sampler, budget, nfe, error}."""
   sde, mixture = RectifiedFlow(), ring_mixture()
   score_fn = exact_score_fn(mixture, sde)
-  velocity = velocity_of(sde, score_fn)
+  velocity = velocity_fn(sde, score_fn)
   x_T = sde.prior_sampling((n, 2), torch.Generator().manual_seed(seed))
   reference, _ = flow(sde, score_fn, x_T, sde.T, EPS, rtol=1e-8, atol=1e-8)
   rows = []
@@ -209,7 +198,7 @@ def evaluate(sde, mixture, score_fn, n, seed):
     times = torch.linspace(sde.T, EPS, 101)
     x = sde.prior_sampling((n, 2), torch.Generator().manual_seed(seed))
     trajectory = [x]
-    velocity = velocity_of(sde, score_fn)
+    velocity = velocity_fn(sde, score_fn)
     for t, u in zip(times[:-1], times[1:]):
       x = x + (u - t) * velocity(x, t.expand(n))
       trajectory.append(x)

@@ -75,6 +75,18 @@ def velocity_from_eps(x, eps, m, s, dm, ds):
   return dm * (x - s * eps) / m + ds * eps
 
 
+def velocity_fn(sde, score_fn):
+  """v(x, t) = m' x0_hat + s' eps_hat of a score under `sde`: the probability-flow ODE's
+  velocity, what a flow-matching network learns (any SDE here, not only the flows)."""
+
+  def velocity(x, t):
+    m, s = (batch_broadcast(c, x) for c in sde.marginal_coeffs(t))
+    dm, ds = (batch_broadcast(c, x) for c in sde.marginal_coeffs_derivative(t))
+    return velocity_from_eps(x, -s * score_fn(x, t), m, s, dm, ds)
+
+  return velocity
+
+
 def eps_from_velocity(x, v, m, s, dm, ds):
   """eps = (m v - m' x) / (m s' - m' s), the z of the pair (x, v)."""
   return (m * v - dm * x) / (m * ds - dm * s)

@@ -19,7 +19,7 @@ from samplers.probability_flow import flow
 from samplers.time_schedules import sampling_times
 from sde_lib import VESDE, VPSDE, CosineFlow, RectifiedFlow, SubVPSDE, batch_broadcast
 from sde_lib.base import SDE
-from sde_lib.flows import (eps_from_velocity, straightness, velocity_from_eps,
+from sde_lib.flows import (eps_from_velocity, straightness, velocity_fn, velocity_from_eps,
                            x0_from_velocity)
 from training.flow_matching_loss import flow_matching_per_sample, one_step_distillation_per_sample
 
@@ -28,17 +28,6 @@ pytestmark = pytest.mark.usefixtures('float64')
 ALL_SDES = [VPSDE(), VPSDE(schedule='cosine'), SubVPSDE(), VESDE(), RectifiedFlow(), CosineFlow()]
 FLOWS = [RectifiedFlow(), CosineFlow()]
 TIMES = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
-
-
-def exact_velocity_fn(score_fn, sde):
-  """v(x, t) = m' x0_hat + s' eps_hat of a score (the flow's velocity of the PF-ODE)."""
-
-  def velocity_fn(x, t):
-    m, s = (batch_broadcast(c, x) for c in sde.marginal_coeffs(t))
-    dm, ds = (batch_broadcast(c, x) for c in sde.marginal_coeffs_derivative(t))
-    return velocity_from_eps(x, -s * score_fn(x, t), m, s, dm, ds)
-
-  return velocity_fn
 
 
 @pytest.mark.parametrize('sde', ALL_SDES, ids=lambda s: type(s).__name__)
@@ -95,13 +84,13 @@ def test_gaussian_velocity_is_the_time_derivative_of_the_exact_flow(sde):
   gaussian = gaussian_data(dim=4)
   score_fn = gaussian_score_fn(gaussian, sde)
   x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
-  velocity_fn = exact_velocity_fn(score_fn, sde)
+  velocity = velocity_fn(sde, score_fn)
   drift = sde.reverse(score_fn, probability_flow=True)
   h = 1e-5
   for t in (0.1, 0.5, 0.9):
     tt = torch.full((8,), t)
     fd = (exact_flow(gaussian, sde, x, t, t + h) - exact_flow(gaussian, sde, x, t, t - h)) / (2 * h)
-    torch.testing.assert_close(velocity_fn(x, tt), fd, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(velocity(x, tt), fd, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(drift.sde(x, tt)[0], fd, rtol=1e-6, atol=1e-6)
 
 
@@ -113,14 +102,14 @@ def test_velocity_model_on_vp_reproduces_the_probability_flow():
   sde = VPSDE()
   mixture = ring_mixture()
   score_fn = exact_score_fn(mixture, sde)
-  velocity_fn = exact_velocity_fn(score_fn, sde)
-  network = lambda x, labels: velocity_fn(x, labels / (sde.N - 1) * sde.T)
+  velocity = velocity_fn(sde, score_fn)
+  network = lambda x, labels: velocity(x, labels / (sde.N - 1) * sde.T)
   velocity_score = get_score_fn(sde, network, True, 'velocity')
   x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(2))
   reference, _ = flow(sde, score_fn, x_T, sde.T, 1e-3, rtol=1e-8, atol=1e-8)
   through_velocity, _ = flow(sde, velocity_score, x_T, sde.T, 1e-3, rtol=1e-8, atol=1e-8)
   ts = torch.tensor([sde.T, 1e-3])
-  direct = odeint(lambda t, x: velocity_fn(x, t.expand(len(x))), x_T, ts, rtol=1e-8, atol=1e-8,
+  direct = odeint(lambda t, x: velocity(x, t.expand(len(x))), x_T, ts, rtol=1e-8, atol=1e-8,
                   options={'step_t': ts})[-1]
   torch.testing.assert_close(through_velocity, reference, rtol=1e-5, atol=1e-5)
   torch.testing.assert_close(direct, reference, rtol=1e-5, atol=1e-5)
