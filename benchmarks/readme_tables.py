@@ -1,12 +1,13 @@
-"""The README's Results tables are the benchmarks' own: each block between
-`<!-- results: NAME.md -->` and `<!-- /results -->` in README.md is the first section (the
-lines between the `# ` title and the first `## ` heading) of benchmarks/results/NAME.md.
+"""The documentation's Results tables are the benchmarks' own: each block between
+`<!-- results: NAME.md -->` and `<!-- /results -->` in docs/results.md is the first section (the
+lines between the `# ` title and the first `## ` heading) of benchmarks/results/NAME.md. A
+block on another page (README.md, docs/*.md) is kept current the same way.
 
   .venv/bin/python benchmarks/readme_tables.py           # paste the current results in
-  .venv/bin/python benchmarks/readme_tables.py --check   # exit 1 where the README differs
+  .venv/bin/python benchmarks/readme_tables.py --check   # exit 1 where a page differs
 
-tests/test_benchmarks.py checks that the README holds these sections and that every script's
---quick run writes tables of the same structure (header row and row names).
+tests/test_benchmarks.py checks that docs/results.md holds these sections and that every
+script's --quick run writes tables of the same structure (header row and row names).
 """
 import argparse
 import os
@@ -14,7 +15,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(ROOT, 'README.md')
+RESULTS_PAGE = os.path.join(ROOT, 'docs', 'results.md')
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 BLOCK = re.compile(r'(<!-- results: (\S+\.md) -->\n)(.*?)(<!-- /results -->)', re.S)
 
@@ -28,9 +29,9 @@ def first_section(markdown):
   return '\n'.join(lines[:end]).strip()
 
 
-def table_shapes(section):
-  """[(header cells, first cells of the rows)] of each Markdown table in `section`."""
-  shapes, rows = [], None
+def table_rows(section):
+  """[(header cells, [cells of each row])] of each Markdown table in `section`."""
+  tables, rows = [], None
   for line in section.splitlines() + ['']:
     if line.startswith('|'):
       cells = [c.strip() for c in line.strip().strip('|').split('|')]
@@ -39,14 +40,26 @@ def table_shapes(section):
       elif not set(''.join(cells)) <= set('-: '):    # not the |---| separator
         rows.append(cells)
     elif rows is not None:
-      shapes.append((rows[0], [r[0] for r in rows[1:]]))
+      tables.append((rows[0], rows[1:]))
       rows = None
-  return shapes
+  return tables
 
 
-def readme_blocks(readme=README):
-  """{results file name: the README's block for it}."""
-  with open(readme) as f:
+def table_shapes(section):
+  """[(header cells, first cells of the rows)] of each Markdown table in `section`."""
+  return [(header, [row[0] for row in rows]) for header, rows in table_rows(section)]
+
+
+def pages():
+  """README.md and docs/*.md: the pages a block may stand on."""
+  docs = os.path.join(ROOT, 'docs')
+  return [os.path.join(ROOT, 'README.md')] + sorted(
+      os.path.join(docs, name) for name in os.listdir(docs) if name.endswith('.md'))
+
+
+def readme_blocks(page=RESULTS_PAGE):
+  """{results file name: the page's block for it} (docs/results.md unless told)."""
+  with open(page) as f:
     return {m.group(2): m.group(3).strip() for m in BLOCK.finditer(f.read())}
 
 
@@ -55,9 +68,9 @@ def section_of(name, results=RESULTS):
     return first_section(f.read())
 
 
-def update(readme=README, results=RESULTS):
-  """Paste each block's results section into the README; returns the names changed."""
-  with open(readme) as f:
+def update(page=RESULTS_PAGE, results=RESULTS):
+  """Paste each block's results section into the page; returns the names changed."""
+  with open(page) as f:
     text = f.read()
   changed = []
 
@@ -68,8 +81,9 @@ def update(readme=README, results=RESULTS):
     return f'{m.group(1)}{section}\n{m.group(4)}'
 
   text = BLOCK.sub(paste, text)
-  with open(readme, 'w') as f:
-    f.write(text)
+  if changed:
+    with open(page, 'w') as f:
+      f.write(text)
   return changed
 
 
@@ -78,10 +92,14 @@ def main():
   parser.add_argument('--check', action='store_true', help='only say which blocks differ')
   args = parser.parse_args()
   if args.check:
-    stale = [n for n, block in readme_blocks().items() if block != section_of(n)]
-    print('\n'.join(f'README differs from benchmarks/results/{n}' for n in stale) or 'current')
+    stale = [f'{os.path.relpath(page, ROOT)} differs from benchmarks/results/{n}'
+             for page in pages() for n, block in readme_blocks(page).items()
+             if block != section_of(n)]
+    print('\n'.join(stale) or 'current')
     sys.exit(1 if stale else 0)
-  print('\n'.join(f'updated {n}' for n in update()) or 'README already current')
+  updated = [f'updated {n} in {os.path.relpath(page, ROOT)}' for page in pages()
+             for n in update(page)]
+  print('\n'.join(updated) or 'already current')
 
 
 if __name__ == '__main__':

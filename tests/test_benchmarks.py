@@ -1,6 +1,7 @@
-"""The README's Results tables are the ones the benchmarks wrote, and each benchmark's --quick
-run still writes tables of that structure (the header row and the row names of every table the
-README shows; benchmarks/readme_tables.py) holding finite numbers in their quantities' ranges."""
+"""The Results tables (docs/results.md) are the ones the benchmarks wrote, and each benchmark's
+--quick run still writes tables of that structure (the header row and the row names of every
+table docs/results.md shows; benchmarks/readme_tables.py) holding finite numbers in their
+quantities' ranges."""
 import math
 import os
 import re
@@ -13,12 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.readme_tables import (  # noqa: E402
-    first_section, readme_blocks, section_of, table_shapes)
+    first_section, pages, readme_blocks, section_of, table_rows, table_shapes)
 
-# script -> the results files whose first sections the README shows
+# script -> the results files whose first sections docs/results.md shows
 SCRIPTS = {
+    'backbones_digits.py': ['backbones_digits.md'],
+    'consistency_mixtures.py': ['consistency_mixtures.md'],
     'digits.py': ['digits.md'],
+    'edm_digits.py': ['edm_digits.md'],
+    'flow_digits.py': ['flow_digits.md'],
+    'flow_mixtures.py': ['flow_mixtures.md'],
     'likelihood_accuracy.py': ['likelihood_accuracy.md'],
+    'restoration_quality.py': ['restoration.md'],
     'sampler_quality.py': ['sampler_quality.md'],
     'throughput.py': ['throughput_cpu.md'],
 }
@@ -38,24 +45,10 @@ RANGES = {
                                 'evaluations': NONNEGATIVE}],
     'sampler_quality.md': {'sliced W2': NONNEGATIVE, 'flow error': NONNEGATIVE},
     'throughput_cpu.md': [{'parameters': NONNEGATIVE, '/s': NONNEGATIVE, 'ms': NONNEGATIVE}, {}],
+    'edm_digits.md': {' @ ': NONNEGATIVE, 'bits/dim': NONNEGATIVE, 'training': NONNEGATIVE},
+    'consistency_mixtures.md': {'flow error': NONNEGATIVE, 'CD steps': NONNEGATIVE},
 }
 NUMBER = re.compile(r'[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?', re.I)
-
-
-def table_rows(section):
-  """[(header cells, [cells of each row])] of each Markdown table in `section`."""
-  tables, rows = [], None
-  for line in section.splitlines() + ['']:
-    if line.startswith('|'):
-      cells = [c.strip() for c in line.strip().strip('|').split('|')]
-      if rows is None:
-        rows = [cells]
-      elif not set(''.join(cells)) <= set('-: '):    # not the |---| separator
-        rows.append(cells)
-    elif rows is not None:
-      tables.append((rows[0], rows[1:]))
-      rows = None
-  return tables
 
 
 def bad_numbers(name, section, like):
@@ -78,12 +71,17 @@ def bad_numbers(name, section, like):
 
 
 def test_readme_shows_the_results_files_as_written():
-  """Every README block is its results file's first section, and every script's files have one."""
+  """Every block of docs/results.md is its results file's first section, every script's files
+  have one there, and a block on any other page (README.md, docs/*.md) is current too."""
   blocks = readme_blocks()
   assert sorted(blocks) == sorted(name for names in SCRIPTS.values() for name in names)
   for name, block in blocks.items():
-    assert block == section_of(name), f"README's {name} differs: run benchmarks/readme_tables.py"
+    assert block == section_of(name), \
+        f"docs/results.md's {name} differs: run benchmarks/readme_tables.py"
     assert table_shapes(block), f"{name}'s first section has no table"
+  for page in pages():
+    for name, block in readme_blocks(page).items():
+      assert block == section_of(name), f"{page}'s {name} differs: run benchmarks/readme_tables.py"
 
 
 def test_table_shapes_reads_headers_and_row_names():
