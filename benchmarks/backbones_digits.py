@@ -132,7 +132,7 @@ def measure(row, save, config, model, sde, score_fn, device, checkpoint, args):
 
 
 def tables(rows):
-  """The README's table (one row per network) and the cells' details."""
+  """The results page's table (one row per network) and the cells' details."""
   floor = next(iter(rows.values()))['cells'][DEMO]['floor']
   fast = [f'{k}@{b}' for k in FAST for b in BUDGETS]
   names = {'ipndm': 'iPNDM', 'dpm_solver': 'DPM-Solver'}

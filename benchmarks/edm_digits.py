@@ -181,7 +181,7 @@ def measure(name, args, device, judge):
 
 
 def markdown(rows, args, device):
-  """The README's table (FD per sampler and budget, bits/dim) and the details."""
+  """The results page's table (FD per sampler and budget, bits/dim) and the details."""
   step, batch = (next(iter(rows.values()))[k] for k in ('step', 'batch'))
   floor = next(iter(next(iter(rows.values()))['cells'].values()))['floor']
   columns = [f'{SAMPLERS[m]} @ {b}' for m in SAMPLERS for b in BUDGETS]

@@ -125,7 +125,7 @@ def size_row(size, device, steps, quick, min_run_time):
 
 
 def markdown(report, command):
-  """The README's two tables (networks; overhead per sampler and network), then each
+  """The results page's two tables (networks; overhead per sampler and network), then each
   network's per-sampler details."""
   sizes = report['sizes']
   lines = [f"# Throughput and sampler overhead ({report['device']})", '',

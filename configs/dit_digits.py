@@ -2,7 +2,7 @@
 4 adaLN-Zero blocks of width 96 with 4 heads (722,788 parameters against the U-Net's 701,345),
 unconditional. Same data, SDE, continuous DSM loss, optimiser, EMA and batch; n_iters matches
 the demo's training time (benchmarks/backbones_digits.py measured the seconds per step of both
-on one CPU thread). Not a paper table row: the digits comparison of the README's Results.
+on one CPU thread). Not a paper table row: the digits comparison of docs/results.md.
 Sampled as the demo (100 reverse-diffusion steps), the best that benchmark measured for it.
 
 The paper's own sizes (DiT-S/2 ... DiT-XL/8) are models/dit.py DIT_CONFIGS.

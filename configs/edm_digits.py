@@ -4,7 +4,7 @@ Adam lr 1e-3, EMA 0.999 and 3,000 steps, about five minutes on a 2-core CPU) tra
 [0.002, 80], its preconditioning with sigma_data = 0.75 (the digits' std in [-1, 1]; EDM's 0.5
 is CIFAR-10's), and its loss (ln sigma ~ N(-1.2, 1.2^2), lambda(sigma) = (sigma^2 +
 sigma_data^2) / (sigma sigma_data)^2). Not a paper table row: the demo's counterpart at the same
-training time (README, Results; benchmarks/edm_digits.py). Sampling: EDM's Heun (Algorithm 2,
+training time (docs/results.md; benchmarks/edm_digits.py). Sampling: EDM's Heun (Algorithm 2,
 deterministic) on its rho = 7 noise levels, 18 steps = 35 evaluations, down to sigma_min 0.002,
 where the likelihood starts too.
 """

@@ -2,7 +2,7 @@
 batch, optimizer and 3,000 steps, about five minutes on a 2-core CPU) with the straight path
 x_t = (1 - t) x_0 + t z, a velocity network and the flow-matching loss (Liu et al. 2023;
 Lipman et al. 2023). Not a paper table row: the demo's counterpart, for comparing the two at
-the same training time (README, Results; benchmarks/flow_digits.py). Sampling: the flow's
+the same training time (docs/results.md; benchmarks/flow_digits.py). Sampling: the flow's
 Euler step (the PF-ODE by Euler; RectifiedFlow's 'euler' sampler) with 20 steps.
 """
 from configs.vp_digits import get_config as get_demo_config

@@ -4,7 +4,7 @@ heads, no q/k/v biases and no time MLP (as their CIFAR-10 model), the final 3x3 
 (705,862 parameters against the U-Net's 701,345), unconditional. Same data, SDE, continuous DSM
 loss, optimiser, EMA and batch; n_iters matches the demo's training time
 (benchmarks/backbones_digits.py measured the seconds per step of both on one CPU thread). Not a
-paper table row: the digits comparison of the README's Results. Sampled by DPM-Solver (multistep,
+paper table row: the digits comparison of docs/results.md. Sampled by DPM-Solver (multistep,
 order 3) at 10 evaluations, the best that benchmark measured for it; more steps did worse.
 """
 from configs.vp_digits import get_config as digits_config

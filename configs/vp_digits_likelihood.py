@@ -5,7 +5,7 @@ p(t) ~ g^2 / s^2 so that the weighting does not blow up the loss's variance
 measure; samples are mapped back to their bins' levels). Same network, optimiser, EMA,
 sampler and budget as the demo: 3,000 steps of batch 64, under 10 minutes on a 2-core CPU.
 
-Chosen by measurement (benchmarks/likelihood_training.py; README, "Maximum-likelihood
+Chosen by measurement (benchmarks/likelihood_training.py; docs/likelihood.md, "Maximum-likelihood
 training"): without dequantized training data the weighting makes bits/dim worse, not better
 (the network learns spikes at the 17 grey levels: 2.72 against the demo's 2.37 at 4,500 steps,
 measured while tuning).

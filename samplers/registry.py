@@ -41,7 +41,7 @@ class FastSampler:
   The defaults are chosen in two stages: benchmarks/sampler_quality.py --sweep ranks the
   settings by flow error on exact mixture scores (benchmarks/results/
   sampler_quality_vpsde_ranking.md), and of the three best the default is the one of lowest
-  digit FD at 10 evaluations on the demo's model (benchmarks/digits.py; the README's Results)."""
+  digit FD at 10 evaluations on the demo's model (benchmarks/digits.py; docs/results.md)."""
 
   def __init__(self, solver, defaults, options=(), orders=(), variants=()):
     # solver: a function, or {variant: function} where the variant names another algorithm
