@@ -37,11 +37,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.digits import (  # noqa: E402
-    QUICK_LIKELIHOOD, SAMPLERS, Judge, logged_train_seconds, run_cell, sampling_config)
-from benchmarks.digits_model import QUICK_WORKDIR, WORKDIR, trained_digits  # noqa: E402
+    SAMPLERS, Judge, logged_train_seconds, run_cell, sampling_config)
+from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, ode_bits_per_dim,  # noqa: E402
+                                     trained_digits)
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from benchmarks.train_step_time import seconds_per_step  # noqa: E402
-from pipeline.evaluate import likelihood_numbers  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import checkpoint_sha256, score_and_variance_fns  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
@@ -118,15 +118,8 @@ def measure(row, save, config, model, sde, score_fn, device, checkpoint, args):
     print(f"  {name}: FD {cells[name]['fd']:.2f} (nfe {cells[name]['nfe']:g}, "
           f"{cells[name]['seconds']:.0f} s)", flush=True)
   if 'bpd' not in row:
-    config = config.copy_and_resolve_references()
-    e = config.eval
-    e.bpd_num_images, e.enable_bpd, e.dequantization = args.num_images, True, 'uniform'
-    e.enable_vlb = e.enable_score_bound = False
-    if args.quick:
-      e.update({k: v for k, v in QUICK_LIKELIHOOD.items() if k != 'vlb_steps'})
-    start = time.perf_counter()
-    numbers, _ = likelihood_numbers(config, model, sde, score_fn, device, [], checkpoint)
-    row['bpd'], row['bpd_seconds'] = numbers['bpd'], time.perf_counter() - start
+    row['bpd'], row['bpd_seconds'] = ode_bits_per_dim(config, model, sde, score_fn, device,
+                                                      checkpoint, args.num_images, args.quick)
     save()
   print(f"  ODE bits/dim {row['bpd']['mean']:.3f} +- {row['bpd']['stderr']:.3f}", flush=True)
 

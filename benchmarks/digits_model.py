@@ -11,6 +11,7 @@ import time
 
 from configs.vp_digits import get_config
 from models import restore_for_inference
+from pipeline.evaluate import likelihood_numbers
 from pipeline.sampling import score_and_variance_fns
 from sde_lib import get_sde
 from pipeline.train import train
@@ -19,6 +20,7 @@ from utils.checkpoint import list_checkpoints
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKDIR = os.path.join(ROOT, 'runs', 'bench_digits')
 QUICK_WORKDIR = os.path.join(ROOT, 'runs', 'bench_digits_quick')
+QUICK_ODE = dict(bpd_rtol=1e-3, bpd_atol=1e-3)   # --quick: looser ODE tolerances
 
 
 def digits_config(quick=False):
@@ -52,3 +54,17 @@ def trained_digits(device, workdir=None, quick=False):
   score_fn = score_and_variance_fns(config, sde, model)[0]
   return config, model, sde, score_fn, seconds
 
+
+def ode_bits_per_dim(config, model, sde, score_fn, device, checkpoint, num_images, quick=False):
+  """(eval's summary of the test split's bits/dim by the probability-flow ODE with uniform
+  dequantization, over its first num_images images, and the seconds it took): eval's own
+  likelihood path with the DDPM and score-matching bounds off."""
+  config = config.copy_and_resolve_references()
+  e = config.eval
+  e.bpd_num_images, e.enable_bpd, e.dequantization = num_images, True, 'uniform'
+  e.enable_vlb = e.enable_score_bound = False
+  if quick:
+    e.update(QUICK_ODE)
+  start = time.perf_counter()
+  numbers, _ = likelihood_numbers(config, model, sde, score_fn, device, [], checkpoint)
+  return dict(numbers['bpd']), time.perf_counter() - start

@@ -34,10 +34,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.digits import Judge  # noqa: E402
-from benchmarks.digits_model import QUICK_WORKDIR, WORKDIR, digits_config  # noqa: E402
+from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # noqa: E402
+                                     ode_bits_per_dim)
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.edm_digits import get_config as edm_digits_config  # noqa: E402
-from pipeline.evaluate import likelihood_numbers  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import (checkpoint_sha256, data_sampler, draw_samples,  # noqa: E402
                            score_and_variance_fns)
@@ -49,7 +49,6 @@ from utils.device import get_device  # noqa: E402
 
 BUDGETS = (10, 20, 35)
 SAMPLERS = {'heun': 'Heun (EDM, Algorithm 2)', 'ipndm': 'iPNDM (order 3)'}
-QUICK_LIKELIHOOD = dict(bpd_rtol=1e-3, bpd_atol=1e-3)
 
 
 def shrink(config):
@@ -165,16 +164,10 @@ def measure(name, args, device, judge):
       print(f"{name} {key}: FD {cells[key]['fd']:.2f} (floor {cells[key]['floor']:.2f}), nfe "
             f"{cells[key]['nfe']:g}", flush=True)
   if 'bpd' not in row:
-    e = config.eval
-    e.bpd_num_images, e.enable_bpd, e.enable_vlb, e.enable_score_bound = (args.num_images, True,
-                                                                          False, False)
-    e.dequantization = 'uniform'
-    if args.quick:
-      e.update(QUICK_LIKELIHOOD)
     score_fn = score_and_variance_fns(config, sde, model)[0]
-    start = time.perf_counter()
-    numbers, _ = likelihood_numbers(config, model, sde, score_fn, device, [], checkpoint)
-    row['bpd'] = dict(numbers['bpd'], seconds=time.perf_counter() - start)
+    bpd, seconds = ode_bits_per_dim(config, model, sde, score_fn, device, checkpoint,
+                                    args.num_images, args.quick)
+    row['bpd'] = dict(bpd, seconds=seconds)
     save()
   print(f"{name}: test bits/dim {row['bpd']['mean']:.3f} +- {row['bpd']['stderr']:.3f}", flush=True)
   return row

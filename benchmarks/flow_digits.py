@@ -25,11 +25,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.digits import Judge  # noqa: E402
-from benchmarks.digits_model import QUICK_WORKDIR, WORKDIR, digits_config  # noqa: E402
-from benchmarks.edm_digits import QUICK_LIKELIHOOD, logged_seconds, shrink  # noqa: E402
+from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # noqa: E402
+                                     ode_bits_per_dim)
+from benchmarks.edm_digits import logged_seconds, shrink  # noqa: E402
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.rf_digits import get_config as rf_digits_config  # noqa: E402
-from pipeline.evaluate import likelihood_numbers  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples, score_and_variance_fns  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
@@ -97,15 +97,9 @@ def measure(name, args, device):
         save()
       print(f"{name} {key}: FD {cells[key]['fd']:.2f}, nfe {cells[key]['nfe']:g}", flush=True)
   if 'bpd' not in row:
-    e = config.eval
-    e.bpd_num_images, e.enable_bpd, e.enable_vlb, e.enable_score_bound = (args.num_images, True,
-                                                                          False, False)
-    e.dequantization = 'uniform'
-    if args.quick:
-      e.update(QUICK_LIKELIHOOD)
     score_fn = score_and_variance_fns(config, sde, model)[0]
-    numbers, _ = likelihood_numbers(config, model, sde, score_fn, device, [], checkpoint)
-    row['bpd'] = dict(numbers['bpd'])
+    row['bpd'] = ode_bits_per_dim(config, model, sde, score_fn, device, checkpoint,
+                                  args.num_images, args.quick)[0]
     save()
   return row
 
