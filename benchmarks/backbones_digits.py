@@ -25,7 +25,6 @@ finished run is there (OMP_NUM_THREADS=1 python run.py --config dit_digits --wor
 runs/bench_dit_digits --mode train trains the same).
 """
 import argparse
-import fcntl
 import importlib
 import os
 import sys
@@ -39,15 +38,14 @@ sys.path.insert(0, ROOT)
 from benchmarks.digits import (  # noqa: E402
     SAMPLERS, Judge, logged_train_seconds, run_cell, sampling_config)
 from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, ode_bits_per_dim,  # noqa: E402
-                                     trained_digits)
+                                     train_once, trained_digits)
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from benchmarks.train_step_time import seconds_per_step  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import checkpoint_sha256, score_and_variance_fns  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from pipeline.train import train  # noqa: E402
-from utils.checkpoint import list_checkpoints, resolve_checkpoint  # noqa: E402
+from utils.checkpoint import resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 
 # row name -> config; the U-Net is the demo's shared run
@@ -80,11 +78,7 @@ def trained(name, device, quick):
     return config, model, sde, score_fn, QUICK_WORKDIR if quick else WORKDIR
   config = config_of(name, quick)
   workdir = os.path.join(ROOT, 'runs', f"bench_{name}{'_quick' * quick}")
-  os.makedirs(os.path.dirname(workdir), exist_ok=True)
-  with open(workdir + '.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if max((step for step, _ in list_checkpoints(workdir)), default=0) < config.training.n_iters:
-      train(config, workdir, progress=False)
+  train_once(config, workdir)
   model, _, _ = restore_for_inference(config, workdir, '', device)
   sde = get_sde(config)
   return config, model, sde, score_and_variance_fns(config, sde, model)[0], workdir

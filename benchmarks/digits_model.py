@@ -33,22 +33,28 @@ def digits_config(quick=False):
   return config
 
 
+def train_once(config, workdir):
+  """Trains `config` in `workdir` unless a run of its n_iters is there; the training seconds, or
+  None if the run was reused. Benchmarks run side by side (tests/test_benchmarks.py) and share
+  runs: a file lock beside the workdir makes a second caller wait for the first and reuse its run
+  (the run directory's own lock would refuse it instead)."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(os.path.dirname(workdir), exist_ok=True)
+  with open(workdir + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if max((step for step, _ in list_checkpoints(workdir)), default=0) >= config.training.n_iters:
+      return None
+    start = time.perf_counter()
+    train(config, workdir, progress=False)
+    return time.perf_counter() - start
+
+
 def trained_digits(device, workdir=None, quick=False):
   """(config, model with EMA weights, sde, score_fn, training seconds or None if reused):
   trains `digits_config(quick)` in `workdir` unless a run of its n_iters is there."""
   config = digits_config(quick)
   workdir = workdir or (QUICK_WORKDIR if quick else WORKDIR)
-  seconds = None
-  os.makedirs(os.path.dirname(os.path.abspath(workdir)), exist_ok=True)
-  # Benchmarks run side by side (tests/test_benchmarks.py) train the model once: the second
-  # waits for the first and reuses its run.
-  with open(os.path.abspath(workdir) + '.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    steps = [step for step, _ in list_checkpoints(workdir)]
-    if max(steps, default=0) < config.training.n_iters:
-      start = time.perf_counter()
-      train(config, workdir, progress=False)
-      seconds = time.perf_counter() - start
+  seconds = train_once(config, workdir)
   model, step, _ = restore_for_inference(config, workdir, '', device)
   sde = get_sde(config)
   score_fn = score_and_variance_fns(config, sde, model)[0]

@@ -22,7 +22,6 @@ is benchmarks/digits_model.py's, shared with benchmarks/digits.py). --quick: tin
 (nf 8, 20 steps), 16 samples, 4 images, a loose ODE: the table's shape only.
 """
 import argparse
-import fcntl
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.digits import Judge  # noqa: E402
 from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # noqa: E402
-                                     ode_bits_per_dim)
+                                     ode_bits_per_dim, train_once)
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.edm_digits import get_config as edm_digits_config  # noqa: E402
 from models import restore_for_inference  # noqa: E402
@@ -43,8 +42,7 @@ from pipeline.sampling import (checkpoint_sha256, data_sampler, draw_samples,  #
                            score_and_variance_fns)
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from pipeline.train import train  # noqa: E402
-from utils.checkpoint import list_checkpoints, resolve_checkpoint  # noqa: E402
+from utils.checkpoint import resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 
 BUDGETS = (10, 20, 35)
@@ -100,15 +98,7 @@ def trained(name, quick=False):
   """(config, workdir, training seconds or None if reused): trains `name` in its workdir unless a
   run of its n_iters is there (a lock makes a second caller wait and reuse it)."""
   config, workdir = model_config(name, quick), workdir_of(name, quick)
-  os.makedirs(os.path.dirname(workdir), exist_ok=True)
-  seconds = None
-  with open(workdir + '.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if max((step for step, _ in list_checkpoints(workdir)), default=0) < config.training.n_iters:
-      start = time.perf_counter()
-      train(config, workdir, progress=False)
-      seconds = time.perf_counter() - start
-  return config, workdir, seconds
+  return config, workdir, train_once(config, workdir)
 
 
 def logged_seconds(workdir, step):

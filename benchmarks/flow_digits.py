@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.digits import Judge  # noqa: E402
 from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # noqa: E402
-                                     ode_bits_per_dim)
+                                     ode_bits_per_dim, train_once)
 from benchmarks.edm_digits import logged_seconds, shrink  # noqa: E402
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.rf_digits import get_config as rf_digits_config  # noqa: E402
@@ -34,8 +34,7 @@ from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples, score_and_variance_fns  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from pipeline.train import train  # noqa: E402
-from utils.checkpoint import list_checkpoints, resolve_checkpoint  # noqa: E402
+from utils.checkpoint import resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 
 BUDGETS = (2, 4, 10, 20)
@@ -60,12 +59,7 @@ def trained(name, quick=False):
   """(config, workdir, training seconds or None if reused)."""
   config, workdir = MODELS[name][1](), workdir_of(name, quick)
   config = shrink(config) if quick else config
-  seconds = None
-  if max((step for step, _ in list_checkpoints(workdir)), default=0) < config.training.n_iters:
-    start = time.perf_counter()
-    train(config, workdir, progress=False)
-    seconds = time.perf_counter() - start
-  return config, workdir, seconds
+  return config, workdir, train_once(config, workdir)
 
 
 def measure(name, args, device):

@@ -24,15 +24,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.digits import Judge, run_cell  # noqa: E402
-from benchmarks.digits_model import digits_config  # noqa: E402
+from benchmarks.digits_model import digits_config, train_once  # noqa: E402
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from models.posthoc_ema import sigma_rel_to_gamma  # noqa: E402
 from pipeline.posthoc_ema import write_posthoc_checkpoint  # noqa: E402
 from pipeline.sampling import checkpoint_sha256  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
-from pipeline.train import train  # noqa: E402
-from utils.checkpoint import list_checkpoints, resolve_checkpoint  # noqa: E402
+from utils.checkpoint import resolve_checkpoint  # noqa: E402
 from utils.device import get_device  # noqa: E402
 
 TRACKED = (0.05, 0.10)      # EDM2's two tracked profiles
@@ -48,15 +47,6 @@ def posthoc_config(quick=False):
   config.model.posthoc_ema_sigma_rels = TRACKED
   config.training.posthoc_snapshot_freq = 5 if quick else 100
   return config
-
-
-def trained(config, workdir):
-  """Trains `config` in `workdir` unless a run of its n_iters is there; training seconds or None."""
-  if max((step for step, _ in list_checkpoints(workdir)), default=0) >= config.training.n_iters:
-    return None
-  start = time.perf_counter()
-  train(config, workdir, progress=False)
-  return time.perf_counter() - start
 
 
 def measure(row, save, config, workdir, device, num_samples):
@@ -122,7 +112,7 @@ def main():
   config = posthoc_config(args.quick)
   workdir = QUICK_WORKDIR if args.quick else WORKDIR
   start = time.perf_counter()
-  train_seconds = trained(config, workdir)
+  train_seconds = train_once(config, workdir)
   settings = {'checkpoint': checkpoint_sha256(resolve_checkpoint(workdir, '')),
               'samples': args.num_samples, 'seed': config.seed, 'sweep': list(SWEEP)}
   row, save = partial_row(os.path.join(workdir, 'posthoc_ema_benchmark.json'), settings)
