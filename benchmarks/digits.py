@@ -57,7 +57,7 @@ from benchmarks.digits_model import QUICK_WORKDIR, WORKDIR, trained_digits  # no
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from data import get_eval_dataset  # noqa: E402
 from evaluation.digits_classifier import load_or_train_digits_classifier  # noqa: E402
-from pipeline.evaluate import likelihood_numbers  # noqa: E402
+from pipeline.api import Run, likelihood_report  # noqa: E402
 from evaluation.feature_metrics import fid, get_feature_space  # noqa: E402
 from evaluation.shards import from_storage, to_storage  # noqa: E402
 from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
@@ -207,8 +207,9 @@ def measure_likelihood(row, save, config, model, sde, score_fn, device, checkpoi
   e.enable_score_bound, e.dequantization = False, 'uniform'
   if args.quick:
     e.update(QUICK_LIKELIHOOD)
-  start, notes = time.perf_counter(), []
-  numbers, _ = likelihood_numbers(config, model, sde, score_fn, device, notes, checkpoint)
+  start = time.perf_counter()
+  workdir = os.path.dirname(os.path.dirname(checkpoint))   # <workdir>/checkpoints/ckpt_<step>.pt
+  numbers, _, notes = likelihood_report(Run(config, workdir, model, sde, checkpoint, None, device))
   row['likelihood'] = {'bpd': numbers['bpd'], 'vlb': numbers['vlb'], 'notes': notes,
                        'seconds': time.perf_counter() - start}
   save()

@@ -11,7 +11,7 @@ import time
 
 from configs.vp_digits import get_config
 from models import restore_for_inference
-from pipeline.evaluate import likelihood_numbers
+from pipeline.api import Run, likelihood_report
 from pipeline.sampling import score_and_variance_fns
 from sde_lib import get_sde
 from pipeline.train import train
@@ -72,5 +72,7 @@ def ode_bits_per_dim(config, model, sde, score_fn, device, checkpoint, num_image
   if quick:
     e.update(QUICK_ODE)
   start = time.perf_counter()
-  numbers, _ = likelihood_numbers(config, model, sde, score_fn, device, [], checkpoint)
+  workdir = os.path.dirname(os.path.dirname(checkpoint))   # <workdir>/checkpoints/ckpt_<step>.pt
+  run = Run(config, workdir, model, sde, checkpoint, None, device)
+  numbers = likelihood_report(run)[0]
   return dict(numbers['bpd']), time.perf_counter() - start

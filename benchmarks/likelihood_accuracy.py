@@ -237,16 +237,19 @@ def sweep_table(rows):
 
 def digits_numbers(args, device):
   """ODE and VLB bits/dim of the trained digits model on the first args.images test images."""
-  from benchmarks.digits_model import trained_digits
-  from pipeline.evaluate import likelihood_numbers
-  config, model, sde, score_fn, train_seconds = trained_digits(device, quick=args.quick)
+  from benchmarks.digits_model import QUICK_WORKDIR, WORKDIR, trained_digits
+  from pipeline.api import Run, likelihood_report
+  from utils.checkpoint import resolve_checkpoint
+  config, model, sde, _, train_seconds = trained_digits(device, quick=args.quick)
+  workdir = QUICK_WORKDIR if args.quick else WORKDIR
   e = config.eval
   e.enable_bpd, e.enable_vlb, e.enable_score_bound = True, True, False
   e.dequantization, e.dequantization_draws = 'uniform', 1
   e.bpd_num_images = e.vlb_num_images = args.images
   e.vlb_steps = 100 if args.quick else 0
   start = time.perf_counter()
-  numbers, arrays = likelihood_numbers(config, model, sde, score_fn, device, [])
+  run = Run(config, workdir, model, sde, resolve_checkpoint(workdir), None, device)
+  numbers, arrays, _ = likelihood_report(run)
   difference = arrays['vlb'] - arrays['bpd']
   paired = dict(mean=float(difference.mean()),
                 stderr=float(difference.std(ddof=1) / math.sqrt(len(difference))),

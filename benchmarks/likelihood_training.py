@@ -31,11 +31,11 @@ sys.path.insert(0, ROOT)
 from benchmarks.results_io import partial_row, write_results  # noqa: E402
 from configs.vp_digits import get_config as demo_config  # noqa: E402
 from configs.vp_digits_likelihood import get_config as likelihood_config  # noqa: E402
-from pipeline.evaluate import likelihood_numbers  # noqa: E402
+from pipeline.api import Run, likelihood_report  # noqa: E402
 from evaluation.feature_metrics import fid, get_feature_space  # noqa: E402
 from evaluation.shards import to_storage  # noqa: E402
 from models import restore_for_inference  # noqa: E402
-from pipeline.sampling import data_sampler, draw_samples, score_and_variance_fns  # noqa: E402
+from pipeline.sampling import data_sampler, draw_samples  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from pipeline.train import train  # noqa: E402
 from utils.checkpoint import resolve_checkpoint  # noqa: E402
@@ -75,8 +75,7 @@ def measure(name, make_config, run_dir, device, num_images, num_samples):
   model, _, _ = restore_for_inference(config, run_dir, '', device)
   checkpoint, sde = resolve_checkpoint(run_dir, ''), get_sde(config)
   if not all(key in row for key in NUMBERS):
-    score_fn = score_and_variance_fns(config, sde, model)[0]
-    numbers, _ = likelihood_numbers(config, model, sde, score_fn, device, [], checkpoint)
+    numbers = likelihood_report(Run(config, run_dir, model, sde, checkpoint, None, device))[0]
     row.update(numbers)
     save()
   row.setdefault('fd_sets', [row.pop('fd')] if 'fd' in row else [])

@@ -19,7 +19,7 @@ from pipeline.bpd import BPD, batch_bpd
 from evaluation.dequantization import get_dequantizer
 from evaluation.shards import from_storage, to_storage
 from models import get_score_fn, parameterization_of, restore_for_inference
-from pipeline.sampling import data_sampler, draw_samples
+from pipeline.sampling import data_sampler, draw_samples, score_and_variance_fns
 from utils.seeding import batch_generator
 from sde_lib import get_sde
 from utils.checkpoint import resolve_checkpoint
@@ -101,3 +101,18 @@ def bits_per_dim(run, images, seed=None, progress=False):
     generator = batch_generator(seed, index, device, BPD)
     per_image.append(batch_bpd(config, score_fn, run.sde, x, generator, dequantize)[0])
   return np.concatenate(per_image)
+
+
+def likelihood_report(run):
+  """`--mode eval`'s likelihood numbers of `run` on its test split, as config.eval sets them
+  (enable_bpd / enable_vlb / enable_score_bound, their image counts, dequantization, divergence
+  estimator, tolerances): (numbers, per_image, notes). numbers: {'bpd' | 'vlb' | 'score_bound':
+  {'mean', 'stderr', ...}} for those enabled; per_image: each one's numpy array per image; notes:
+  why a number was skipped (e.g. no DDPM bound without the VP chain)."""
+  from pipeline.evaluate import likelihood_numbers
+  score_fn = score_and_variance_fns(run.config, run.sde, run.model)[0]
+  notes = []
+  numbers, per_image = likelihood_numbers(run.config, run.model, run.sde, score_fn, run.device,
+                                          notes, run.checkpoint)
+  return numbers, per_image, notes
+

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
     import configs, pipeline
-    from pipeline.api import bits_per_dim, load_run, sample_images
+    from pipeline.api import bits_per_dim, likelihood_report, load_run, sample_images
     from pipeline.bpd import split_bpd
     from data import get_eval_dataset
     from models import get_score_fn, parameterization_of
@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent('''
     workdir, stored = sys.argv[1], sys.argv[2]
     run = load_run(workdir, overrides={'sampling.steps': 3, 'eval.batch_size': 2,
                                        'eval.bpd_num_images': 3, 'eval.bpd_rtol': 1e-2,
-                                       'eval.bpd_atol': 1e-2})
+                                       'eval.bpd_atol': 1e-2, 'eval.vlb_num_images': 3,
+                                       'eval.vlb_steps': 10, 'eval.enable_score_bound': False})
     images = sample_images(run, 6, batch_size=4)
     test = get_eval_dataset(run.config, 'test')
     first = np.stack([test[i][0].numpy() for i in range(3)])
@@ -36,12 +37,15 @@ SCRIPT = textwrap.dedent('''
     score_fn = get_score_fn(run.sde, run.model, run.config.training.continuous,
                             parameterization_of(run.config))
     _, evals = split_bpd(run.config, score_fn, run.sde, seed=run.config.seed, progress=False)
+    report, per_image, notes = likelihood_report(run)
     print(json.dumps({'where': [configs.__path__[0], pipeline.__file__],
                       'min': float(images.min()), 'max': float(images.max()),
                       'same': bool(np.array_equal(np.load(stored)['samples'],
                                                   (images.permute(0, 2, 3, 1) * 255).round()
                                                   .byte().numpy())),
-                      'mine': mine.tolist(), 'eval': evals.tolist()}))
+                      'mine': mine.tolist(), 'eval': evals.tolist(),
+                      'report': {k: report[k]['mean'] for k in report},
+                      'report_bpd': per_image['bpd'].tolist(), 'report_vlb': per_image['vlb'].tolist()}))
 ''')
 
 
@@ -73,3 +77,8 @@ def test_a_script_outside_the_checkout_samples_and_gets_evals_bits_per_dim(tmp_p
   assert out['same']                                          # ... as run.py stores them
   # the same images, dequantization draws and probes as eval: equal up to float summation
   assert np.allclose(out['mine'], out['eval'], rtol=0, atol=1e-6)
+  # likelihood_report: eval's numbers (ODE bits/dim and the DDPM bound, the score bound off)
+  assert sorted(out['report']) == ['bpd', 'vlb']
+  assert np.allclose(out['report_bpd'], out['mine'], rtol=0, atol=1e-6)
+  assert out['report']['bpd'] == pytest.approx(np.mean(out['report_bpd']), abs=1e-9)
+  assert len(out['report_vlb']) == 3 and out['report']['vlb'] == pytest.approx(np.mean(out['report_vlb']), abs=1e-9)
