@@ -35,9 +35,9 @@ from samplers.consistency import ICT_TWO_STEP_SIGMA, multistep_consistency  # no
 from samplers.heun import heun  # noqa: E402
 from samplers.predictions import Predictions  # noqa: E402
 from samplers.probability_flow import flow  # noqa: E402
-from samplers.time_schedules import sampling_times  # noqa: E402
 from sde_lib.edm import EDMSDE  # noqa: E402
 from sde_lib.gaussian_mixture import exact_score_fn, random_mixture, ring_mixture  # noqa: E402
+from sde_lib.time_schedules import sampling_times  # noqa: E402
 from models import get_score_fn  # noqa: E402
 from training import consistency_loss as cm  # noqa: E402
 
@@ -59,7 +59,7 @@ def distill(mixture, steps, batch=128, hidden=64, num_layers=2, N=18, mu=0.0, lr
   target.load_state_dict(net.state_dict())
   target.requires_grad_(False)
   exact = exact_score_fn(mixture, sde)
-  step = cm.teacher_ode_step(sde, lambda x, t, classes=None: exact(x, t), heun, 2)
+  step = cm.heun_ode_step(sde, lambda x, t, classes=None: exact(x, t), 2)
   sigmas = cm.karras_sigmas(N, SIGMA_MIN, SIGMA_MAX)
   f, f_target = cm.consistency_fn(sde, net, precond), cm.consistency_fn(sde, target, precond)
   optimizer = torch.optim.Adam(net.parameters(), lr=lr)

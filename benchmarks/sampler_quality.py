@@ -84,8 +84,8 @@ from samplers import get_sampler  # noqa: E402
 from samplers.predictions import Predictions  # noqa: E402
 from samplers.probability_flow import flow  # noqa: E402
 from samplers.registry import FAST_SAMPLERS  # noqa: E402
-from samplers.time_schedules import SCHEDULES  # noqa: E402
 from sde_lib import SubVPSDE, VESDE, VPSDE  # noqa: E402
+from sde_lib.time_schedules import SCHEDULES  # noqa: E402
 from utils.atomic import atomic_write  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 

@@ -8,8 +8,8 @@ on every SDE.
 """
 import torch
 
-from samplers.time_schedules import sampling_times
 from sde_lib import batch_broadcast
+from sde_lib.time_schedules import sampling_times
 
 
 class Prior:
@@ -25,7 +25,7 @@ class Prior:
 
 
 def time_grid(sde, steps, schedule='uniform', eps=1e-3):
-  """[(t_i, m_i, s_i)]: `steps` times from T to eps on `schedule` (samplers/time_schedules.py),
+  """[(t_i, m_i, s_i)]: `steps` times from T to eps on `schedule` (sde_lib/time_schedules.py),
   where the score is evaluated, then t = 0 with m = 1, s = 0, where the last step lands."""
   times = sampling_times(sde, schedule, steps - 1, eps)
   m, s = sde.marginal_coeffs(times)

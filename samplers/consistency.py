@@ -10,10 +10,10 @@ import math
 
 import torch
 
+from sde_lib.time_schedules import karras_levels
 from utils.errors import ConfigError
 
 ICT_TWO_STEP_SIGMA = 0.821   # iCT's intermediate level for two steps (Song & Dhariwal 2023, sec. 5)
-RHO = 7.0
 
 
 def consistency_sigmas(steps, sigmas, sigma_max, sigma_min):
@@ -27,8 +27,7 @@ def consistency_sigmas(steps, sigmas, sigma_max, sigma_min):
       sigmas = (ICT_TWO_STEP_SIGMA,)
     else:
       u = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[1:-1]
-      grid = (sigma_max ** (1 / RHO) + u * (sigma_min ** (1 / RHO) - sigma_max ** (1 / RHO))) ** RHO
-      sigmas = tuple(grid.tolist())
+      sigmas = tuple(karras_levels(sigma_max, sigma_min, u).tolist())
   sigmas = tuple(float(s) for s in sigmas)
   if (len(sigmas) != steps - 1 or any(not sigma_min < s < sigma_max for s in sigmas)
       or any(a <= b for a, b in zip(sigmas, sigmas[1:]))):

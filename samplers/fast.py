@@ -1,4 +1,5 @@
-"""What the fast samplers share: the step schedule, the budget and the multistep order rule.
+"""What the fast samplers share: the step schedule (from sde_lib/time_schedules.py), the budget
+and the multistep order rule.
 
 A fast sampler is `solver(model, x, budget, times, generator=None, **options) -> x`: it
 spends at most `budget` score evaluations through `model` (a Predictions) and steps over
@@ -12,7 +13,7 @@ without it the sample x_{t_end} is returned as DPM-Solver's paper does.
 """
 import functools
 
-from samplers.time_schedules import chain_times, sampling_times
+from sde_lib.time_schedules import chain_times, sampling_times
 from utils.errors import ConfigError
 
 # Below this many steps the multistep solvers end at orders ..., 2, 1 (lower_order_final),
@@ -39,9 +40,9 @@ def tweedie(model, x, generator=None):
 
 def fast_times(sde, time_schedule, eps, steps, noise_removal=True, chain=None):
   """times(n): n + 1 times from T down to the schedule's end, `time_schedule` on the SDE with
-  t_end = eps, or with `chain` (a DiscreteChain) its own steps down to chain step 0 (DDIM on a
-  discrete-time model). Raises ConfigError now for a schedule, end time or budget that cannot
-  run."""
+  t_end = eps (`sampling_times`), or with `chain` (a DiscreteChain) its steps on the spacing
+  `time_schedule` down to chain step 0 (`chain_times`; DDIM on a discrete-time model). Raises
+  ConfigError now for a schedule, end time or budget that cannot run."""
   if steps - int(noise_removal) < 1:
     raise ConfigError(f"sampling.steps={steps} leaves no evaluation for the solver"
                       + (" after the final denoising (noise_removal)" if noise_removal else ""))

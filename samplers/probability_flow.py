@@ -3,6 +3,7 @@ import torch
 from torchdiffeq import odeint
 
 from samplers.progress import TimeProgress
+from sde_lib.time_schedules import fixed_step
 
 FIXED_STEP_METHODS = ('euler', 'midpoint', 'rk4', 'explicit_adams', 'implicit_adams')
 
@@ -12,7 +13,8 @@ def flow(sde, score_fn, x, t_start, t_end, method='dopri5', rtol=1e-5, atol=1e-5
   """Carry x from t_start to t_end along dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t).
 
   Forward in time (eps -> T) it encodes data into latents, backward (T -> eps) it decodes.
-  Adaptive methods use rtol/atol; fixed-step ones take `steps` equal steps. Returns (x, nfe).
+  Adaptive methods use rtol/atol; fixed-step ones take `steps` equal steps (torchdiffeq lays
+  them from t_start by the step size `fixed_step`). Returns (x, nfe).
   """
   reverse = sde.reverse(score_fn, probability_flow=True)
   batch = x.shape[0]
@@ -28,8 +30,8 @@ def flow(sde, score_fn, x, t_start, t_end, method='dopri5', rtol=1e-5, atol=1e-5
   ts = torch.tensor([t_start, t_end], device=x.device, dtype=x.dtype)
   # Adaptive solvers must land on the end time rather than step past it and interpolate
   # back: below t = 0 the linear beta(t) turns negative and the drift is undefined.
-  options = ({'step_size': abs(t_end - t_start) / steps} if method in FIXED_STEP_METHODS and steps
-             else {'step_t': ts})
+  fixed = method in FIXED_STEP_METHODS and steps
+  options = {'step_size': fixed_step(t_start, t_end, steps)} if fixed else {'step_t': ts}
   x = odeint(drift, x, ts, rtol=rtol, atol=atol, method=method, options=options)[-1]
   bar.close()
   return x, nfe

@@ -8,6 +8,8 @@ torchsde's Stratonovich solvers (midpoint, heun, ...) apply as well.
 import torch
 import torchsde
 
+from sde_lib.time_schedules import fixed_step
+
 STRATONOVICH_METHODS = ('midpoint', 'heun', 'euler_heun', 'reversible_heun', 'log_ode')
 
 
@@ -36,7 +38,8 @@ class TorchsdeReverse(torch.nn.Module):
 
 
 def torchsde_reverse(model, x, t_end, method='euler', steps=1000, generator=None):
-  """Solve the reverse SDE from x_T to t_end in `steps` steps with torchsde's `method`."""
+  """Solve the reverse SDE from x_T to t_end in `steps` equal steps with torchsde's `method`
+  (torchsde lays them from s = 0 by the step size dt)."""
   sde, shape = model.sde, x.shape
   sde_type = 'stratonovich' if method in STRATONOVICH_METHODS else 'ito'
   reverse = TorchsdeReverse(sde, model, shape, sde_type)
@@ -46,5 +49,5 @@ def torchsde_reverse(model, x, t_end, method='euler', steps=1000, generator=None
   entropy = int(torch.randint(2 ** 62, (1,), generator=generator, device=x.device))
   bm = torchsde.BrownianInterval(0.0, s_end, size=y0.shape, device=x.device, entropy=entropy,
                                  levy_area_approximation='space-time')
-  ys = torchsde.sdeint(reverse, y0, ts, method=method, dt=s_end / steps, bm=bm)
+  ys = torchsde.sdeint(reverse, y0, ts, method=method, dt=fixed_step(0.0, s_end, steps), bm=bm)
   return ys[-1].reshape(shape)

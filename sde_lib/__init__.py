@@ -1,5 +1,6 @@
 """SDEs of score-based generative modelling: VP (with the DDPM chain), sub-VP and VE, and the
-affine paths of flow matching (rectified flow, cosine)."""
+affine paths of flow matching (rectified flow, cosine); the time grids on them and the chain
+respacings are sde_lib/time_schedules.py's."""
 from sde_lib.base import SDE, ReverseSDE, batch_broadcast
 from sde_lib.chain import DiscreteChain
 from sde_lib.edm import EDMSDE

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from utils.errors import ConfigError
+from sde_lib.time_schedules import uniform_grid
 
 WEIGHT_GRID = 2 ** 14 + 1   # points of the numerical antiderivative of g^2 / s^2 (in log t)
 
@@ -142,12 +142,9 @@ class SDE(abc.ABC):
     return self.chain_coeffs(index)[1]
 
   def time_grid(self, steps, eps, device=None):
-    """Sampling times t_0 = T > ... > t_{K-1} = eps (K = steps, the score is evaluated there),
-    then t_K = 0, where the last step lands."""
-    if steps < 1:
-      raise ConfigError(f"sampling.steps must be >= 1, got {steps}")
-    ts = torch.linspace(self.T, eps, steps, device=device) if steps > 1 else torch.full((1,), self.T, device=device)
-    return torch.cat([ts, torch.zeros(1, device=device)])
+    """The PC samplers' grid (sde_lib/time_schedules.py `uniform_grid`): `steps` times from T
+    to eps, where the score is evaluated, then t = 0, where the last step lands."""
+    return uniform_grid(self, steps, eps, device)
 
   def prior_sampling(self, shape, generator=None, device='cpu'):
     return self.prior_std() * torch.randn(*shape, generator=generator, device=device)

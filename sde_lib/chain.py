@@ -18,6 +18,7 @@ import dataclasses
 import torch
 
 from sde_lib.base import SDE
+from sde_lib.time_schedules import respaced_grid, respaced_steps
 from utils.errors import ConfigError
 
 
@@ -45,25 +46,10 @@ class ChainArrays:
                posterior_variance=betas * (1.0 - abar_prev) / (1.0 - abar))
 
 
-def respaced_steps(num_steps, kept):
-  """The `kept` chain steps (0-based, ascending) of a respaced chain of `num_steps`: Nichol &
-  Dhariwal's K evenly spaced steps from the first to the last, each the running sum of the
-  stride (N - 1) / (K - 1) rounded half to even, as their respacing rounds them (the same
-  steps as theirs for every K; K = N keeps every step)."""
-  if not 2 <= kept <= num_steps:
-    raise ConfigError(f"a respaced chain keeps 2 to {num_steps} of the chain's {num_steps} steps "
-                      f"(sampling.steps), got {kept}")
-  stride, position, steps = (num_steps - 1) / (kept - 1), 0.0, []
-  for _ in range(kept):
-    steps.append(round(position))
-    position += stride
-  return steps
-
-
 def respaced_chain(sde, steps):
   """(kept steps, ChainArrays) of the chain of `sde` (a VPSDE) respaced to `steps` steps
-  (respaced_steps): betas 1 - alphabar_{S_k} / alphabar_{S_{k-1}} (Nichol & Dhariwal 2021,
-  eq. 19); all N steps give the chain's own arrays."""
+  (sde_lib/time_schedules.py `respaced_steps`): betas 1 - alphabar_{S_k} / alphabar_{S_{k-1}}
+  (Nichol & Dhariwal 2021, eq. 19); all N steps give the chain's own arrays."""
   kept = respaced_steps(sde.N, steps)
   if steps == sde.N:
     return kept, sde.chain_arrays
@@ -98,8 +84,6 @@ class DiscreteChain(SDE):
 
   def time_grid(self, steps, eps=None, device=None):
     """The times of the chain's steps from the highest down, all N of them or the `steps` of
-    the respaced chain (respaced_steps), then the data time (`eps` plays no part)."""
-    kept = torch.tensor(respaced_steps(self.N, steps), dtype=torch.float64)
-    steps_down = kept.flip(0)
-    times = torch.cat([self.base.chain_time(steps_down), torch.tensor([self.data_time], dtype=torch.float64)])
-    return times.to(device=device, dtype=torch.get_default_dtype())
+    the respaced chain, then the data time (sde_lib/time_schedules.py `respaced_grid`; `eps`
+    plays no part)."""
+    return respaced_grid(self, steps, device)

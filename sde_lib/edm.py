@@ -2,8 +2,7 @@
 import torch
 
 from sde_lib.base import SDE
-
-RHO = 7.0   # EDM's rho of the noise levels sigma_i (eq. 5), which its chain steps sit at
+from sde_lib.time_schedules import KARRAS_RHO, karras_grid, karras_levels
 
 
 class EDMSDE(SDE):
@@ -49,22 +48,18 @@ class EDMSDE(SDE):
   def chain_time(self, index):
     """sigma_i = (sigma_min^(1/rho) + i / (N - 1) (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho:
     EDM's eq. 5 read from sigma_min (i = 0) up."""
-    low, high = self.sigma_min ** (1 / RHO), self.sigma_max ** (1 / RHO)
-    return (low + index / (self.N - 1) * (high - low)) ** RHO
+    return karras_levels(self.sigma_min, self.sigma_max, index / (self.N - 1))
 
   def chain_index(self, t):
-    low, high = self.sigma_min ** (1 / RHO), self.sigma_max ** (1 / RHO)
-    position = (t.clamp(min=0) ** (1 / RHO) - low) / (high - low) * (self.N - 1)
+    low, high = self.sigma_min ** (1 / KARRAS_RHO), self.sigma_max ** (1 / KARRAS_RHO)
+    position = (t.clamp(min=0) ** (1 / KARRAS_RHO) - low) / (high - low) * (self.N - 1)
     return torch.round(position).long().clamp(0, self.N - 1)
 
   def time_grid(self, steps, eps, device=None):
-    """The PC samplers' times: EDM's eq. 5 from T = sigma_max down to eps (rho = 7), then 0.
-    Steps uniform in t = sigma would spend nearly all of them above sigma = 1."""
-    grid = super().time_grid(steps, eps, device)
-    u = torch.linspace(0, 1, steps, device=device, dtype=torch.float64)
-    high, low = self.T ** (1 / RHO), eps ** (1 / RHO)
-    grid[:-1] = ((high + u * (low - high)) ** RHO).to(grid.dtype)
-    return grid
+    """The PC samplers' times: EDM's eq. 5 from T = sigma_max down to eps (rho = 7), then 0
+    (sde_lib/time_schedules.py `karras_grid`). Steps uniform in t = sigma would spend nearly
+    all of them above sigma = 1."""
+    return karras_grid(self, steps, eps, device)
 
   def prior_std(self):
     return self.sigma_max

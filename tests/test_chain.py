@@ -16,7 +16,7 @@ from models.score_fn import chain_eps_fn
 from models import get_score_fn
 from samplers import get_sampler
 from sde_lib import DiscreteChain, VESDE, VPSDE
-from sde_lib.chain import respaced_steps
+from sde_lib.time_schedules import respaced_steps
 from training.losses import get_loss_fn
 from utils.errors import ConfigError
 

@@ -16,11 +16,11 @@ from samplers.ddim import ddim
 from samplers.likelihood import likelihood
 from samplers.predictions import Predictions
 from samplers.probability_flow import flow
-from samplers.time_schedules import sampling_times
 from sde_lib import VESDE, VPSDE, CosineFlow, RectifiedFlow, SubVPSDE, batch_broadcast
 from sde_lib.base import SDE
 from sde_lib.flows import (eps_from_velocity, straightness, velocity_fn, velocity_from_eps,
                            x0_from_velocity)
+from sde_lib.time_schedules import sampling_times
 from training.flow_matching_loss import flow_matching_per_sample, one_step_distillation_per_sample
 
 pytestmark = pytest.mark.usefixtures('float64')

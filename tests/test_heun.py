@@ -8,8 +8,8 @@ from configs.default import get_default_config
 from gaussian_flow import exact_flow, gaussian_data, loglog_slope
 from sde_lib.gaussian_mixture import exact_score_fn, ring_mixture
 from samplers import get_sampler
-from samplers.time_schedules import sampling_times
 from sde_lib import VESDE, VPSDE
+from sde_lib.time_schedules import sampling_times
 
 
 pytestmark = pytest.mark.usefixtures('float64')

@@ -1,8 +1,12 @@
-"""The fast samplers' step schedules, and lambda(t) with its inverse, against closed forms."""
+"""The time grids of sde_lib/time_schedules.py (the fast samplers' schedules, the chain
+spacings) and lambda(t) with its inverse, against closed forms and the papers' stated steps."""
 import pytest
 import torch
 
-from samplers.time_schedules import KARRAS_RHO, chain_times, sampling_times
+from sde_lib.time_schedules import (KARRAS_RHO, chain_times, ddim_steps, respaced_steps,
+                                    sampling_times)
+from configs.default import get_default_config
+from samplers import get_sampler
 from sde_lib import DiscreteChain, SubVPSDE, VESDE, VPSDE
 from utils.errors import ConfigError
 
@@ -63,6 +67,43 @@ def test_ddim_chain_spacings_are_song_et_al_s():
   # rounded down, checked in exact fractions.
   expected = [0, 9, 39, 88, 158, 246, 355, 483, 632, 800]
   assert torch.allclose(quad, torch.tensor([(i + 1) / 1000 for i in reversed(expected)], dtype=torch.float64))
+
+
+def test_nichol_dhariwal_respacing_and_ddim_spacing_keep_the_papers_steps():
+  """10 of 1000 steps. Nichol & Dhariwal 2021 sec. 4: "K evenly spaced real numbers between 1
+  and T (inclusive)", rounded: 1 + 111 i, i.e. 0-based 0, 111, ..., 999, the first and the last
+  step both kept. DDIM (Song et al. 2021a, appendix D.2, tau_i = c i; its code's stride
+  c = N // S = 100): 0, 100, ..., 900, never the last step. A DiscreteChain's PC grid is on the
+  first, its times t_i = (i + 1) / 1000 then the data time 0; 'ddim' on a chain on the second."""
+  assert respaced_steps(1000, 10) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+  assert ddim_steps('uniform', 1000, 10) == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]
+  chain = DiscreteChain(VPSDE())
+  respaced = [1.0 - 0.111 * k for k in range(10)] + [0.0]
+  assert torch.allclose(chain.time_grid(10).double(), torch.tensor(respaced, dtype=torch.float64))
+  uniform = torch.tensor([0.901 - 0.1 * k for k in range(10)], dtype=torch.float64)
+  assert torch.allclose(chain_times(chain, 'uniform', 9), uniform)
+
+
+@pytest.mark.parametrize('method,solver', [('ode', dict(ode_method='euler')),
+                                           ('sde', dict(sde_solver='euler'))])
+def test_pc_grid_and_the_fixed_step_solvers_take_the_stated_steps(method, solver):
+  """4 steps from T = 1 to eps = 0.001 are 0.999 / 4 = 0.24975 long: the PC grid for 5 score
+  evaluations is 1, 0.75025, 0.5005, 0.25075, 0.001, then 0, where its last step lands; the
+  Euler solvers of torchdiffeq ('ode') and torchsde ('sde') given 4 steps evaluate the score at
+  exactly the first four of those times (torchsde once more at T, checking the drift's shape)."""
+  sde = VPSDE()
+  stated = [1.0, 0.75025, 0.5005, 0.25075, 0.001]
+  assert torch.allclose(sde.time_grid(5, 1e-3), torch.tensor(stated + [0.0]), atol=1e-7, rtol=0)
+  seen = []
+
+  def score_fn(x, t):
+    seen.append(float(t[0]))
+    return -x
+
+  config = get_default_config().sampling
+  config.update(dict(method=method, steps=4, eps=1e-3, noise_removal=False, **solver))
+  get_sampler(config, sde, (2, 1))(score_fn, generator=torch.Generator().manual_seed(0), progress=False)
+  assert sorted(set(seen), reverse=True) == pytest.approx(stated[:4], abs=1e-6)
 
 
 def test_bad_schedules_are_config_errors():

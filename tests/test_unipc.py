@@ -13,9 +13,9 @@ from samplers.ddim import ddim
 from samplers.dpm_solver import dpm_solver_pp_multistep
 from samplers.driver import sample
 from samplers.fast import budgeted, fast_times
-from samplers.time_schedules import sampling_times
 from samplers.unipc import unip, unipc
 from sde_lib import VPSDE
+from sde_lib.time_schedules import sampling_times
 from utils.errors import ConfigError
 
 

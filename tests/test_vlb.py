@@ -9,8 +9,8 @@ from scipy.stats import norm
 from evaluation.vlb import discretized_gaussian_log_prob, vlb
 from models.score_fn import chain_eps_fn
 from sde_lib import VPSDE
-from sde_lib.chain import respaced_steps
 from sde_lib.reverse_variance import chain_step_variance
+from sde_lib.time_schedules import respaced_steps
 
 MU, SIGMA, NUM_BINS = 0.2, 0.3, 256
 WIDTH = 2 / (NUM_BINS - 1)
