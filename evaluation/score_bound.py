@@ -67,14 +67,16 @@ def prior_term(sde, x, generator=None):
 
 
 def offset_term(score_fn, sde, x, eps, generator=None):
-  """-log q(x | x_eps) - H(p_0eps(. | x)): a Gaussian decoder at Tweedie's mean with std
-  s_eps / m_eps, against the entropy D/2 (log 2 pi s_eps^2 + 1) of the encoder."""
+  """-log q(x | x_eps) - H(p_0eps(. | x)): a Gaussian decoder at Tweedie's mean
+  (SDE.tweedie_x0) with std s_eps / m_eps, against the entropy D/2 (log 2 pi s_eps^2 + 1) of the
+  encoder."""
   dim = x[0].numel()
   t = torch.full((x.shape[0],), eps, device=x.device, dtype=x.dtype)
-  mean_coeff, std = (float(c) for c in sde.marginal_coeffs(torch.tensor([eps], dtype=torch.float64)))
+  t_64 = torch.full((x.shape[0],), eps, dtype=torch.float64)   # the coefficients in float64
+  mean_coeff, std = (float(c) for c in sde.marginal_coeffs(t_64[:1]))
   x_eps = mean_coeff * x + std * torch.randn(x.shape, device=x.device, dtype=x.dtype,
                                              generator=generator)
-  decoded = (x_eps + std ** 2 * score_fn(x_eps, t)) / mean_coeff
+  decoded = sde.tweedie_x0(x_eps, t_64, score_fn(x_eps, t))
   decoder_var = (std / mean_coeff) ** 2
   neg_log_q = 0.5 * dim * math.log(2 * math.pi * decoder_var) + _squared_norm(x - decoded) / (
       2 * decoder_var)

@@ -17,23 +17,20 @@ from evaluation.dequantization import dequantized
 from evaluation.score_bound import score_matching_bound
 from models.dequantizer import DequantizationFlow
 from samplers.likelihood import bits_per_dim
-from utils.atomic import atomic_write
 
 
 class FittedDequantizer:
-  """A fitted flow and what built it; saved and loaded like the other per-checkpoint statistics
-  (pipeline/sampling.network_statistic), weights only."""
+  """A fitted flow and what built it: a per-checkpoint statistic (pipeline/statistics.py)."""
 
   def __init__(self, flow, settings, losses):
     self.flow, self.settings, self.losses = flow, settings, losses
 
-  def save(self, path):
-    state = {'flow': self.flow.state_dict(), 'settings': self.settings, 'losses': self.losses}
-    atomic_write(path, lambda f: torch.save(state, f))
+  def state_dict(self):
+    return {'flow': self.flow.state_dict(), 'settings': self.settings, 'losses': self.losses}
 
   @classmethod
-  def load(cls, path, channels, device):
-    state = torch.load(path, map_location=device, weights_only=True)
+  def from_state(cls, state, channels, device):
+    """The fitted flow of a state_dict, on `device`."""
     settings = state['settings']
     flow = DequantizationFlow(channels, settings['hidden'], settings['layers']).to(device)
     flow.load_state_dict(state['flow'])

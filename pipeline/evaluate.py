@@ -25,8 +25,9 @@ from evaluation.dinov2 import DINOv2Unavailable
 from evaluation.feature_metrics import InceptionUnavailable, fid, get_dinov2_space, get_feature_space
 from evaluation.shards import generate_shards, save_samples
 from models import get_score_fn, parameterization_of, restore_for_inference
-from pipeline.sampling import (class_labels, data_sampler, network_statistic, sample_classes,
-                           sampler_name, samples_key, variance_inputs)
+from pipeline.sampling import (class_labels, data_sampler, sample_classes, sampler_name,
+                               samples_key, variance_inputs)
+from pipeline.statistics import network_statistic
 from samplers.registry import resolved_sampling
 from sde_lib import get_sde
 from pipeline.dequantizer import FittedDequantizer, dequantizer_settings, fit_dequantizer
@@ -126,13 +127,13 @@ def ode_bpd(config, score_fn, sde, device, ddp=None, flow=None):
 
 def variational_dequantizer(config, model, sde, score_fn, device, checkpoint):
   """The flow q(u | x) fitted to the checkpoint (pipeline/dequantizer.py), cached beside it
-  (pipeline/sampling.network_statistic); the network is frozen while it is fitted."""
+  (pipeline/statistics.py); the network is frozen while it is fitted."""
   model.requires_grad_(False)
-  fitted = network_statistic(
-      config, model, checkpoint, 'dequantizer', dequantizer_settings(config),
+  return network_statistic(
+      config, 'dequantizer', dequantizer_settings(config),
       lambda progress: fit_dequantizer(config, score_fn, sde, device, progress),
-      lambda path: FittedDequantizer.load(path, config.data.num_channels, device))
-  return (fitted if isinstance(fitted, FittedDequantizer) else fitted()).flow
+      lambda state: FittedDequantizer.from_state(state, config.data.num_channels, device),
+      checkpoint, model).flow
 
 
 def variance_description(config, variance):

@@ -26,10 +26,10 @@ from samplers.analytic_variance import GAMMA_VERSION, GammaTable, estimate_gamma
 from samplers.ems import EMS, EMS_VERSION, compute_ems
 from samplers.guidance import classifier_free, classifier_guided
 from restoration.imputation import impute
+from pipeline.statistics import checkpoint_sha256, network_statistic
 from samplers.probability_flow import FIXED_STEP_METHODS
 from samplers.registry import get_sampler, resolved_sampling
 from sde_lib.reverse_variance import NEEDS_LEARNING, VarianceInputs, check_variance
-from utils.checkpoint import derived_path
 from utils.errors import ConfigError
 from utils.seeding import batch_generator
 
@@ -53,12 +53,13 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None, wor
   guidance of scale sampling.classifier_scale with the classifier of the run in `workdir`
   (samplers/guidance.py).
 
-  The sampler is built here, so a setting it cannot run raises ConfigError before anything is
-  drawn. The network is used as given (callers put EMA weights in and switch to eval mode).
+  The network is used as given (callers put EMA weights in and switch to eval mode).
   Statistics a sampler needs from the network ('dpm_solver_v3''s EMS, the 'analytic' reverse
-  variance's Gamma table) are those of `checkpoint` (the path its weights came from), computed
-  once and cached beside it; without a path (training snapshots) those of the weights the
-  network has when a set is drawn (see network_statistic).
+  variance's Gamma table; pipeline/statistics.py) are those of `checkpoint` (the path its
+  weights came from), read or computed here, and the sampler is built here, so a setting it
+  cannot run raises ConfigError before anything is drawn. Without a path (training snapshots)
+  they are those of the weights the network has when a batch is drawn, and a sampler that
+  needs them is built (and its settings checked) then.
   """
   sampling = config.sampling if sampling is None else sampling
   continuous = config.training.continuous
@@ -66,33 +67,48 @@ def data_sampler(config, sde, model, device, sampling=None, checkpoint=None, wor
   labels = class_labels(config, sampling)
   guided = guided_score_fn(config, sampling, sde, score_fn, device, workdir)
   to_data = get_samples_to_data(config)
-  ems = None
-  if sampling.method == 'dpm_solver_v3':
-    ems = network_statistic(config, model, checkpoint, 'ems', ems_settings(sampling, sde),
-                            lambda progress: training_ems(config, sampling, sde, score_fn, device,
-                                                          progress), EMS.load)
-  inputs = None
-  if sampling.variance in ('learned', 'analytic'):
-    inputs = variance_inputs(config, sde, model, device, sampling.variance, checkpoint, output_fn)
 
-  @functools.lru_cache(maxsize=None)
-  def sampler(n):
+  def statistics():
+    """(EMS or None, VarianceInputs or None) of the network for this sampler."""
+    ems = inputs = None
+    if sampling.method == 'dpm_solver_v3':
+      ems = network_statistic(
+          config, 'ems', ems_settings(sampling, sde),
+          lambda progress: training_ems(config, sampling, sde, score_fn, device, progress),
+          EMS.from_state, checkpoint, model)
+    if sampling.variance in ('learned', 'analytic'):
+      inputs = variance_inputs(config, sde, model, device, sampling.variance, checkpoint,
+                               output_fn)
+    return ems, inputs
+
+  def build(n, ems, inputs):
     return get_sampler(sampling, sde, (n,) + data_shape(config), device=device,
                        continuous=continuous, ems=ems, variance_inputs=inputs,
                        resample=resample, jump_length=jump_length)
 
-  sampler(sampling.batch_size)   # built now: a setting it cannot run stops the caller here
+  # Without a checkpoint the statistics are those of the weights at each draw.
+  per_draw = checkpoint is None and (sampling.method == 'dpm_solver_v3'
+                                     or sampling.variance == 'analytic')
+  fixed = None if per_draw else statistics()
+
+  @functools.lru_cache(maxsize=None)
+  def fixed_sampler(n):
+    return build(n, *fixed)
+
+  if not per_draw:
+    fixed_sampler(sampling.batch_size)   # built now: a setting it cannot run stops the caller
 
   def draw(n, generator=None, progress=True, start=0, observation=None):
     score = (score_fn if labels is None
              else guided(torch.tensor(sample_classes(labels, start, n), device=device)))
+    sampler = build(n, *statistics()) if per_draw else fixed_sampler(n)
     if observation is None:
-      x, nfe = sampler(n)(score, generator=generator, progress=progress)
+      x, nfe = sampler(score, generator=generator, progress=progress)
     elif sampling.thresholding:
       raise ConfigError("sampling.thresholding reads every coordinate of x0_hat, including the "
                         "unused known ones of imputation: turn it off to inpaint or colorize")
     else:
-      x, nfe = impute(sampler(n), score, sampler(n).sde, observation, (n,) + data_shape(config),
+      x, nfe = impute(sampler, score, sampler.sde, observation, (n,) + data_shape(config),
                       generator, progress)
     return to_data(x).cpu(), nfe
 
@@ -173,8 +189,9 @@ def score_and_variance_fns(config, sde, model):
 
 def variance_inputs(config, sde, model, device, variance, checkpoint=None, output_fn=None):
   """sde_lib.reverse_variance.VarianceInputs of `variance` for the network: its variance
-  output function ('learned'), its Gamma table ('analytic': network_statistic, from
-  sampling.analytic_samples training points), and the data's range and level width."""
+  output function ('learned'), its Gamma table ('analytic': pipeline.statistics, from
+  sampling.analytic_samples training points; of `checkpoint`, or without one of the weights
+  `model` has now), and the data's range and level width."""
   check_variance(variance)
   if variance == 'learned' and not config.model.learn_variance:
     raise ConfigError(NEEDS_LEARNING)
@@ -183,11 +200,10 @@ def variance_inputs(config, sde, model, device, variance, checkpoint=None, outpu
   inputs = VarianceInputs(output_fn=output_fn, data_half_range=(hi - lo) / 2,
                           bin_width=(hi - lo) / (config.data.num_bins - 1) if images else None)
   if variance == 'analytic':
-    table = network_statistic(
-        config, model, checkpoint, 'gamma', {'samples': config.sampling.analytic_samples,
-                                             'version': GAMMA_VERSION},
-        lambda progress: training_gamma(config, sde, model, device, progress), GammaTable.load)
-    inputs.gamma = lambda t: (table if isinstance(table, GammaTable) else table())(t)
+    inputs.gamma = network_statistic(
+        config, 'gamma', {'samples': config.sampling.analytic_samples, 'version': GAMMA_VERSION},
+        lambda progress: training_gamma(config, sde, model, device, progress),
+        GammaTable.from_state, checkpoint, model)
   return inputs
 
 
@@ -224,55 +240,6 @@ def ems_settings(sampling, sde):
           'times': [sampling.eps, sde.T], 'version': EMS_VERSION}
 
 
-def ems_path(config, sampling, sde, checkpoint):
-  """Where the EMS of `checkpoint` are cached (statistic_path)."""
-  return statistic_path(config, checkpoint, 'ems', ems_settings(sampling, sde))
-
-
-def statistic_path(config, checkpoint, kind, settings):
-  """'<checkpoint's folder>/<checkpoint name>.<kind>-<hash>.pt', e.g.
-  'checkpoints/ckpt_20.ems-4b0e9a17c2.pt': beside the checkpoint, the hash covering what
-  determines the statistic (the checkpoint's bytes, the model fields, the data config, the seed
-  and its own `settings`), so a retrained or changed checkpoint never meets another's."""
-  determines = {
-      'checkpoint': checkpoint_sha256(checkpoint),
-      'model': model_fields(config),
-      'data': {k: v for k, v in config.data.items() if k != 'root'},
-      'seed': config.seed,
-      **settings,
-  }
-  digest = hashlib.sha256(json.dumps(determines, sort_keys=True).encode()).hexdigest()[:10]
-  return derived_path(checkpoint, kind, digest)
-
-
-def network_statistic(config, model, checkpoint, kind, settings, compute, load):
-  """A statistic of the network that a sampler needs (compute(progress) -> an object with
-  .save(path); load(path) reads one back). With a `checkpoint` path: read from statistic_path
-  if there, else computed now and written there atomically. Without one (training snapshots):
-  a function returning the statistic of the weights `model` has when it is called, recomputed
-  only when they have changed."""
-  if checkpoint:
-    path = statistic_path(config, checkpoint, kind, settings)
-    if os.path.exists(path):
-      return load(path)
-    value = compute(True)
-    value.save(path)
-    return value
-  memo = {}
-
-  def current():
-    weights = hashlib.sha256()
-    for tensor in model.state_dict().values():
-      weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    key = weights.hexdigest()
-    if key not in memo:
-      memo.clear()
-      memo[key] = compute(False)
-    return memo[key]
-
-  return current
-
-
 def draw_samples(draw, num_samples, batch_size, seed, device, progress=True):
   """(num_samples samples in data space, score evaluations per sample) from draw(n, generator,
   progress, start) (see data_sampler), in batches of batch_size seeded by batch_generator."""
@@ -307,24 +274,6 @@ def sampler_name(sampling):
              if k not in ('method',) + NOT_SAMPLER_SETTINGS and k not in ignored
              and v != default.get(k)]
   return '_'.join([sampling.method] + changed)
-
-
-def checkpoint_sha256(path):
-  """SHA-256 of a checkpoint's bytes, read once while the file is unchanged (eval names one
-  checkpoint once per sampler it compares). A checkpoint folder (diffusers' layout) hashes the
-  names and digests of the files in it."""
-  if os.path.isdir(path):
-    digests = [(name, checkpoint_sha256(os.path.join(path, name)))
-               for name in sorted(os.listdir(path))]
-    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()
-  stat = os.stat(path)
-  return _sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path, size, mtime_ns):
-  with open(path, 'rb') as f:
-    return hashlib.file_digest(f, 'sha256').hexdigest()
 
 
 def samples_key(config, sampling, checkpoint, batch_size, device, workdir=None):

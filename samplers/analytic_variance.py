@@ -14,7 +14,6 @@ import torch
 from tqdm.auto import tqdm
 
 from sde_lib import batch_broadcast
-from utils.atomic import atomic_write
 from utils.errors import ConfigError
 
 GAMMA_VERSION = 1     # bump when the estimator changes: cached tables then no longer count
@@ -35,17 +34,13 @@ class GammaTable:
     w = (t - times[upper - 1]) / (times[upper] - times[upper - 1])
     return torch.lerp(gamma[upper - 1], gamma[upper], w)
 
-  def save(self, path):
-    state = {'times': self.times, 'gamma': self.gamma, 'stderr': self.stderr,
-             'num_samples': self.num_samples, 'version': GAMMA_VERSION}
-    atomic_write(path, lambda f: torch.save(state, f))
+  def state_dict(self):
+    """Tensors and plain values (what pipeline/statistics.py stores)."""
+    return {'times': self.times, 'gamma': self.gamma, 'stderr': self.stderr,
+            'num_samples': self.num_samples}
 
   @classmethod
-  def load(cls, path):
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if state.get('version') != GAMMA_VERSION:
-      raise ConfigError(f"{path} is not a Gamma table of version {GAMMA_VERSION}; delete it to "
-                        "recompute")
+  def from_state(cls, state):
     return cls(state['times'], state['gamma'], state['stderr'], state['num_samples'])
 
 

@@ -89,12 +89,11 @@ def dpm_solver_v3(model, x, budget, times, ems=None, order=3, pseudo=None, corre
   corrector, which costs no evaluation);
   then predict x_{i+1} from the last p = multistep_order(order, i, budget, lower_order_final)
   points. `pseudo` and `corrector` default to recommended_setting(budget).
-  `ems` is an EMS on [t_end, T] (samplers/ems.py) or a function returning one. The solver works
+  `ems` is an EMS on [t_end, T] (samplers/ems.py). The solver works
   with the noise prediction: sampling.thresholding (a clip of x0_hat) does not apply.
   """
   if ems is None:
     raise ConfigError("dpm_solver_v3 needs the network's empirical model statistics (ems)")
-  ems = ems() if callable(ems) else ems
   if order not in (1, 2, 3):
     raise ConfigError(f"dpm_solver_v3's sampling.order is 1 to 3, got {order}")
   pseudo, corrector = (d if v is None else v

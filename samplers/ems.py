@@ -34,7 +34,6 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from utils.atomic import atomic_write
 from utils.errors import ConfigError
 
 EMS_VERSION = 1          # bump when the estimator changes: cached EMS then no longer count
@@ -92,32 +91,26 @@ class EMS:
       raise ConfigError(f"the EMS are for data of shape {self.shape}, not {tuple(shape)}")
 
   def state_dict(self):
+    """Tensors and plain values (what pipeline/statistics.py stores)."""
     return {**{k: getattr(self, k) for k in TABLES}, **{k: getattr(self, k) for k in VALUES}}
 
-  def save(self, path):
-    """torch.save of tensors and plain values, written atomically."""
-    atomic_write(path, lambda f: torch.save(self.state_dict(), f))
-
   @classmethod
-  def load(cls, path):
-    """The EMS saved at `path` (weights_only: only tensors and plain values come back); the
-    integrals are recomputed from l, s, b, and must agree with the stored ones."""
-    state = torch.load(path, map_location='cpu', weights_only=True)
+  def from_state(cls, state):
+    """The EMS of a state_dict; the integrals are recomputed from l, s, b, and must agree with
+    the stored ones."""
     if set(state) != set(TABLES + VALUES) or state['version'] != EMS_VERSION:
-      raise ConfigError(f"{path} is not an EMS file of version {EMS_VERSION} (keys "
-                        f"{sorted(state)}); delete it to recompute")
+      raise ConfigError(f"not the EMS of version {EMS_VERSION} (keys {sorted(state)})")
     ems = cls(state['lambdas'], state['times'], state['l'], state['l_d'], state['s'], state['b'],
               state['t_end'], state['T'], state['num_samples'])
     for k in ('L', 'S', 'I', 'B', 'C'):
       if not torch.allclose(getattr(ems, k), state[k], rtol=1e-12, atol=0):
-        raise ConfigError(f"{path}: its integral {k} does not match its l, s, b; delete it to "
-                          "recompute")
+        raise ConfigError(f"stored EMS whose integral {k} does not match their l, s, b")
     return ems
 
 
 def checked_ems(ems, sde, t_end, shape):
-  """`ems` for a dpm_solver_v3 run on [t_end, sde.T] with data of `shape` (an EMS, or a function
-  returning one, checked when called); ConfigError when there are none or they do not fit."""
+  """`ems` (an EMS) for a dpm_solver_v3 run on [t_end, sde.T] with data of `shape`;
+  ConfigError when there are none or they do not fit."""
   if ems is None:
     raise ConfigError(
         "sampling.method='dpm_solver_v3' needs the network's empirical model statistics (EMS): "
@@ -125,8 +118,7 @@ def checked_ems(ems, sde, t_end, shape):
         "(sampling.ems_samples points, sampling.ems_grid intervals) and caches them beside it; "
         "in code, compute them with samplers.ems.compute_ems(score_fn, sde, data, "
         "t_end=sampling.eps) and pass get_sampler(..., ems=...)")
-  if not callable(ems):
-    ems.check_fits(sde.T, t_end, shape)
+  ems.check_fits(sde.T, t_end, shape)
   return ems
 
 

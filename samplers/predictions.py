@@ -3,17 +3,21 @@
 For x_t = m(t) x_0 + s(t) z (every SDE here), the score gives
   eps_hat(x, t) = -s(t) score(x, t)                     (the noise; Ho et al.'s eps_theta)
   x0_hat(x, t)  = (x + s(t)^2 score(x, t)) / m(t)       (the data; Tweedie's formula)
-with lambda(t) = log(m / s). DPM-Solver, UniPC and DDIM write their updates in (m, s, lambda,
-eps_hat or x0_hat); EDM's Heun and iPNDM in sigma = s / m and x / m. Each call is one score
-evaluation, counted in `nfe`. Every sampler is given one (samplers/driver.py).
+with lambda(t) = log(m / s), both the SDE's own (SDE.tweedie_x0, SDE.log_snr). DPM-Solver,
+UniPC and DDIM write their updates in (m, s, lambda, eps_hat or x0_hat); EDM's Heun and iPNDM
+in sigma = s / m and x / m. Each call is one score evaluation, counted in `nfe`. Every sampler
+is given one (samplers/driver.py).
 """
-import math
-
 import torch
 
 from sde_lib import batch_broadcast
 
 THRESHOLD_QUANTILE = 0.995   # dynamic thresholding (Saharia et al. 2022, Imagen, sec. 2.3)
+
+
+def _times(t):
+  """A float or 0-d tensor time as a float64 tensor of shape [1]."""
+  return torch.as_tensor(t, dtype=torch.float64).reshape(1)
 
 
 class Predictions:
@@ -28,17 +32,17 @@ class Predictions:
 
   def coeffs(self, t):
     """m(t), s(t) as float64 0-d tensors."""
-    mean_coeff, std = self.sde.marginal_coeffs(torch.as_tensor(t, dtype=torch.float64).reshape(1))
+    mean_coeff, std = self.sde.marginal_coeffs(_times(t))
     return mean_coeff[0], std[0]
 
   def at(self, t):
-    """m(t), s(t) and lambda(t) = log(m / s) as floats: an exponential integrator's constants."""
+    """m(t), s(t) and lambda(t) as floats: an exponential integrator's constants."""
     mean_coeff, std = (float(c) for c in self.coeffs(t))
-    return mean_coeff, std, math.log(mean_coeff / std)
+    return mean_coeff, std, float(self.log_snr(t))
 
   def log_snr(self, t):
-    mean_coeff, std = self.coeffs(t)
-    return torch.log(mean_coeff) - torch.log(std)
+    """lambda(t) = log(m / s) (SDE.log_snr), a float64 0-d tensor."""
+    return self.sde.log_snr(_times(t))[0]
 
   def __call__(self, x, t):
     """The score at x and the [batch] times t, counted: a Predictions is itself a score_fn, the
@@ -57,9 +61,8 @@ class Predictions:
     return -float(self.coeffs(t)[1]) * self.score(x, t)
 
   def x0(self, x, t):
-    """x0_hat = (x + s^2 score) / m, dynamically thresholded when asked."""
-    mean_coeff, std = (float(c) for c in self.coeffs(t))
-    x0 = (x + std ** 2 * self.score(x, t)) / mean_coeff
+    """x0_hat = (x + s^2 score) / m (SDE.tweedie_x0), dynamically thresholded when asked."""
+    x0 = self.sde.tweedie_x0(x, _times(t).expand(x.shape[0]), self.score(x, t))
     return self._threshold(x0) if self.thresholding else x0
 
   def x0_and_eps(self, x, t):

@@ -10,9 +10,13 @@ x_t = m_t x_0 + s_t z and the posterior q(x_s | x_t, x_0) = N(c x_0 + ..., beta-
                 with lambda^2 = beta-tilde), where Var[x_0 | x_t] per dimension is
                 s_t^2 / m_t^2 (1 - Gamma_t), Gamma_t = E ||eps_theta(x_t, t)||^2 / d, clipped
                 to [0, ((hi - lo) / 2)^2] for data in [lo, hi] (their Thm. 2).
-At the decoder step of the DDPM chain (s = data) beta-tilde is 0; Ho et al. and Nichol &
-Dhariwal then use the beta-tilde of the step above (`chain_step_variance`). The posterior mean's x_0
-coefficient c is the same for every choice; only the variance differs.
+The posterior mean's x_0 coefficient c is the same for every choice; only the variance differs.
+This module is the one place these are computed: `step_variance` for a step between two times
+of an SDE or its DiscreteChain (the ancestral sampler), `chain_step_variance` for a step of a
+chain's arrays (the VLB). They differ only at the chain's decoder step (s = data), where
+beta-tilde is 0: sampling keeps that 0 (with 'beta_tilde' Ho et al.'s Algorithm 2 adds no noise
+at t = 1), the bound takes the beta-tilde of the step above in its place, as Ho et al.'s and
+Nichol & Dhariwal's code do.
 """
 import dataclasses
 import math
@@ -49,6 +53,16 @@ class VarianceInputs:
     return None if self.bin_width is None else 2.0 * self.bin_width * math.sqrt(math.pi / 2)
 
 
+def check_inputs(variance, inputs):
+  """ConfigError unless `inputs` (VarianceInputs) hold what `variance` needs beyond the step."""
+  check_variance(variance)
+  if variance == 'learned' and (inputs is None or inputs.output_fn is None):
+    raise ConfigError(NEEDS_LEARNING)
+  if variance == 'analytic' and (inputs is None or inputs.gamma is None):
+    raise ConfigError("the 'analytic' reverse variance needs the network's Gamma table "
+                      "(samplers/analytic_variance.py)")
+
+
 def x0_variance(m_t, s_t, gamma, data_half_range=1.0):
   """Var[x_0 | x_t] per dimension averaged over x_t: s_t^2 / m_t^2 (1 - Gamma_t), in
   [0, data_half_range^2] (Bao et al. 2022, Thm. 1-2)."""
@@ -71,6 +85,31 @@ def reverse_variance(variance, b, beta_tilde, coef_x0=None, var_x0=None, v=None)
     frac = (v + 1.0) / 2.0
     return torch.exp(frac * torch.log(b) + (1.0 - frac) * torch.log(beta_tilde))
   return beta_tilde + coef_x0 ** 2 * var_x0   # 'analytic'
+
+
+def step_variance(sde, t, s, variance, inputs=None, x=None, clip_below=None):
+  """sigma^2 of the reverse step from t down to s < t of the linear SDE `sde` (or its
+  DiscreteChain), with the step's transition x_t = a x_s + sqrt(b) z (sde.transition) and
+  marginals: b, beta-tilde = b s_s^2 / s_t^2, c = m_s b / s_t^2. Shape [batch], or that of x
+  for 'learned' (v = inputs.output_fn(x, t)); 'analytic' takes Gamma_t = inputs.gamma(t) and
+  clips its std to inputs.max_sampling_std() on steps to times s <= clip_below."""
+  m_t, std_t = sde.marginal_coeffs(t)
+  m_s, std_s = sde.marginal_coeffs(s)
+  b = sde.transition(s, t)[1] ** 2
+  beta_tilde = b * std_s ** 2 / std_t ** 2
+  if variance == 'learned':
+    # beta-tilde is 0 at the data: kept finite (in x's dtype) so that log(beta-tilde) is.
+    return reverse_variance(variance, batch_broadcast(b, x),
+                            batch_broadcast(beta_tilde, x).clamp(min=torch.finfo(x.dtype).tiny),
+                            v=inputs.output_fn(x, t))
+  if variance != 'analytic':
+    return reverse_variance(variance, b, beta_tilde)
+  var_x0 = x0_variance(m_t, std_t, inputs.gamma(t).to(t.dtype), inputs.data_half_range)
+  var = reverse_variance(variance, b, beta_tilde, m_s * b / std_t ** 2, var_x0)
+  max_std = inputs.max_sampling_std()
+  if max_std is not None and clip_below is not None:
+    var = torch.where(s <= clip_below, var.clamp(max=max_std ** 2), var)
+  return var
 
 
 def chain_step_variance(chain, index, variance, inputs=None, v=None):

@@ -9,6 +9,7 @@ f^(1) = F' w + f0' are affine in w ~ N(0, I), and the EMS (samplers/ems.py) have
   F = U diag(sigma^2 / (alpha sqrt(d))) - diag(l) U diag(sqrt(d) / alpha),  f0 = -l mu,
 with the VP derivatives dlog alpha / dlambda = sigma^2, dlog sigma^2 / dlambda = -2 alpha^2.
 """
+import glob
 import math
 import os
 
@@ -22,7 +23,7 @@ from gmm_oracle import assert_matches, reference_distance
 from models import get_model
 from pipeline import sampling as draw_module
 from samplers.ddim import ddim
-from pipeline.sampling import data_sampler, ems_path
+from pipeline.sampling import data_sampler
 from samplers.dpm_solver_v3 import dpm_solver_v3
 from samplers.ems import EMS, compute_ems
 from samplers.driver import sample
@@ -241,34 +242,33 @@ def counted_ems(monkeypatch):
 
 def test_run_path_computes_ems_once_per_checkpoint(tmp_path, counted_ems):
   """data_sampler computes the EMS once from the training data and caches them beside the
-  checkpoint; a second sampler (--mode eval after --mode sample) loads them; another
-  checkpoint's bytes or another number of points give another file."""
+  checkpoint (pipeline/statistics.py); a second sampler (--mode eval after --mode sample) loads
+  them; another number of points or another checkpoint's bytes are computed anew."""
   torch.set_default_dtype(torch.float32)
   config, model, checkpoint = toy_run(tmp_path)
   sde = VPSDE()
   draw = data_sampler(config, sde, model, 'cpu', checkpoint=checkpoint)
-  path = ems_path(config, config.sampling, sde, checkpoint)
-  assert len(counted_ems) == 1 and os.path.exists(path)
-  assert path.startswith(str(tmp_path / 'checkpoints' / 'ckpt_1.ems-'))
+  files = glob.glob(str(tmp_path / 'checkpoints' / 'ckpt_1.ems-*.pt'))
+  assert len(counted_ems) == 1 and len(files) == 1
   x, nfe = draw(8, torch.Generator().manual_seed(0), progress=False)
   assert x.shape == (8, 2) and torch.isfinite(x).all() and nfe == 4
 
   data_sampler(config, sde, model, 'cpu', checkpoint=checkpoint)
   assert len(counted_ems) == 1                       # reused, not recomputed
-  cached = EMS.load(path)
+  cached = EMS.from_state(torch.load(files[0], weights_only=True)['state'])
   assert cached.grid == 16 and cached.num_samples == 64 and cached.shape == (2,)
 
   config.sampling.ems_samples = 32
-  assert ems_path(config, config.sampling, sde, checkpoint) != path
+  data_sampler(config, sde, model, 'cpu', checkpoint=checkpoint)
+  assert len(counted_ems) == 2
   config.sampling.ems_samples = 64
   with torch.no_grad():
     next(model.parameters()).add_(0.1)
   torch.save(model.state_dict(), checkpoint)
   stat = os.stat(checkpoint)   # a new mtime, however coarse the file system's clock
   os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
-  assert ems_path(config, config.sampling, sde, checkpoint) != path
   data_sampler(config, sde, model, 'cpu', checkpoint=checkpoint)
-  assert len(counted_ems) == 2
+  assert len(counted_ems) == 3
 
 
 def test_snapshot_sampling_computes_ems_for_the_current_weights(tmp_path, counted_ems):

@@ -23,8 +23,9 @@ from pipeline.sampling import data_sampler
 from samplers.analytic_variance import GammaTable, estimate_gamma
 from samplers.predictors import get_ancestral
 from sde_lib import VPSDE, get_sde
-from sde_lib.chain import DiscreteChain, respaced_chain, respaced_steps
+from sde_lib.chain import DiscreteChain, respaced_chain
 from sde_lib.reverse_variance import VarianceInputs, chain_step_variance
+from sde_lib.time_schedules import respaced_steps
 from test_vlb import MU, NUM_BINS, SIGMA, exact_nll_bits, gaussian_optimal_eps, quantize
 from training.losses import StepImportance, get_loss_fn
 from pipeline.train import train
@@ -357,7 +358,8 @@ def test_gamma_is_computed_once_per_checkpoint_and_samples_draw(tmp_path, monkey
   assert len(calls) == 1
   cached = [f for f in os.listdir(checkpoint.parent) if f.startswith('ckpt_1.gamma-')]
   assert len(cached) == 1
-  table = GammaTable.load(str(checkpoint.parent / cached[0]))
+  stored = torch.load(checkpoint.parent / cached[0], weights_only=True)
+  table = GammaTable.from_state(stored['state'])
   assert table.num_samples == 8 and table.gamma.shape == (4,)
   config.model.learn_variance, config.sampling.variance = False, 'learned'
   with pytest.raises(ConfigError, match='learn_variance'):
@@ -375,6 +377,23 @@ def test_learned_variance_interpolates_between_the_papers_endpoints():
   assert torch.allclose(at(-1.0), clipped, rtol=1e-12)
   assert torch.allclose(at(1.0), beta, rtol=1e-12)
   assert torch.allclose(at(0.0), (beta * clipped).sqrt(), rtol=1e-12)
+
+
+def test_sampling_the_learned_variance_in_float32_keeps_its_endpoints_at_the_decoder():
+  # The chain's last step (to the data) has beta-tilde = 0: v = 1 must still give beta there
+  # (eq. 15's f = 1), v = -1 no noise, in float32 as in float64 (0 * log 0 was NaN).
+  chain_sde = DiscreteChain(VPSDE(N=20))
+  grid = chain_sde.time_grid(20)
+  t, s = grid[-2].expand(2), grid[-1].expand(2)
+  beta = float(chain_sde.base.discrete_betas[0])
+  score_fn = lambda x, t: torch.zeros_like(x)
+  for dtype in (torch.float32, torch.float64):
+    x = torch.zeros(2, 3, dtype=dtype)
+    for v, var in ((1.0, beta), (-1.0, 0.0)):
+      inputs = VarianceInputs(output_fn=lambda x, t, v=v: torch.full_like(x, v))
+      x_s, mean = get_ancestral('learned', inputs)(chain_sde, score_fn, x, t.to(dtype),
+                                                   s.to(dtype), torch.ones_like(x))
+      assert torch.allclose((x_s - mean) ** 2, torch.full_like(x, var), rtol=1e-5, atol=1e-30)
 
 
 def test_a_learned_variance_network_has_the_other_variances_too():

@@ -69,8 +69,8 @@ def save_checkpoint(workdir, step, state, keep):
 
 def derived_path(checkpoint, kind, digest):
   """'<folder>/<checkpoint name>.<kind>-<digest>.pt', e.g. 'checkpoints/ckpt_20.ems-4b0e9a17c2.pt':
-  where a file computed from a checkpoint (DPM-Solver-v3's EMS) is cached, beside it, deleted
-  with it when training rotates it out; `digest` covers whatever else determines the file."""
+  where a statistic computed from a checkpoint (pipeline/statistics.py) is cached, beside it,
+  deleted with it when training rotates it out; `digest` covers whatever else determines the file."""
   folder, name = _folder_and_name(checkpoint)
   return os.path.join(folder, f'{name}.{kind}-{digest}.pt')
 
