@@ -32,6 +32,8 @@ from sde_lib.reverse_variance import check_variance
 from utils.errors import ConfigError
 
 CORRECTORS = {'langevin': langevin, 'ald': annealed_langevin, 'none': None}
+# Budgets below this take a fast sampler's `few_steps` defaults (FastSampler).
+FEW_STEPS_BELOW = 10
 
 
 class FastSampler:
@@ -41,18 +43,25 @@ class FastSampler:
   The defaults are chosen in two stages: benchmarks/sampler_quality.py --sweep ranks the
   settings by flow error on exact mixture scores (benchmarks/results/
   sampler_quality_vpsde_ranking.md), and of the three best the default is the one of lowest
-  digit FD at 10 evaluations on the demo's model (benchmarks/digits.py; docs/results.md)."""
+  digit FD at 10 evaluations on the demo's model (benchmarks/digits.py; docs/results.md).
+  `few_steps` replaces some of them below FEW_STEPS_BELOW evaluations (config.steps), where
+  digit FD at 2 to 9 evaluations chose it (docs/sampling.md)."""
 
-  def __init__(self, solver, defaults, options=(), orders=(), variants=()):
+  def __init__(self, solver, defaults, options=(), orders=(), variants=(), few_steps=None):
     # solver: a function, or {variant: function} where the variant names another algorithm
     self.solver, self.defaults, self.options = solver, defaults, options
+    self.few_steps = few_steps or {}
     variants = tuple(solver) if isinstance(solver, dict) else variants
     self.choices = dict(order=orders, variant=variants)   # allowed values of order, variant
 
   def settings(self, config):
-    """time_schedule, variant and order with 'default' / 0 replaced by this method's own."""
+    """time_schedule, variant and order with 'default' / 0 replaced by this method's own for
+    config.steps evaluations."""
+    defaults = self.defaults
+    if config.steps < FEW_STEPS_BELOW:
+      defaults = {**defaults, **self.few_steps}
     chosen = dict(time_schedule=config.time_schedule, variant=config.variant, order=config.order)
-    return {k: self.defaults.get(k) if v in ('default', 0) else v for k, v in chosen.items()}
+    return {k: defaults.get(k) if v in ('default', 0) else v for k, v in chosen.items()}
 
   def resolve(self, config):
     """(solver, time_schedule, its keyword arguments: the chosen settings and those of
@@ -75,6 +84,10 @@ class FastSampler:
     return solver, settings['time_schedule'], kwargs
 
 
+# DPM-Solver++ and UniPC step uniformly in lambda from 10 evaluations on. With fewer, the second
+# step extrapolates from a trained network's x0_hat(x_T, T) (its eps error times s(T) / m(T),
+# large at T) with weight 1 / (2 r) = 1/2 into a low-noise state; on sqrt(t)-uniform steps the
+# weight is smaller and the state noisier (docs/sampling.md measures both on digits).
 FAST_SAMPLERS = {
     'ddim': FastSampler(ddim, dict(time_schedule='quadratic'), options=('eta',)),
     'heun': FastSampler(heun, dict(time_schedule='uniform'),
@@ -83,9 +96,11 @@ FAST_SAMPLERS = {
     'dpm_solver': FastSampler({'singlestep': dpm_solver_singlestep,
                                'multistep': dpm_solver_pp_multistep},
                               dict(time_schedule='logsnr', variant='multistep', order=3),
-                              options=('lower_order_final',), orders=(1, 2, 3)),
+                              options=('lower_order_final',), orders=(1, 2, 3),
+                              few_steps=dict(time_schedule='quadratic')),
     'unipc': FastSampler(unipc, dict(time_schedule='logsnr', variant='bh2', order=3),
-                         options=('lower_order_final',), orders=(1, 2, 3), variants=('bh1', 'bh2')),
+                         options=('lower_order_final',), orders=(1, 2, 3), variants=('bh1', 'bh2'),
+                         few_steps=dict(time_schedule='quadratic')),
     'dpm_solver_v3': FastSampler(dpm_solver_v3, dict(time_schedule='quadratic', order=2),
                                  options=('lower_order_final',), orders=(1, 2, 3)),
 }
@@ -216,8 +231,7 @@ def get_sampler(config, sde, shape, device=None, continuous=None, ems=None, vari
   subsequence of it, the others integrate the SDE with the score of the nearest chain step.
   Whether the model is discrete-time is what its score_fn says (`score_fn.continuous`, set by
   models.get_score_fn) unless `continuous` is given; a score_fn that says otherwise than a given
-  `continuous` is refused. 'dpm_solver_v3' needs `ems` (samplers/ems.py: an EMS, or a function
-  returning one when sampling starts); the ancestral step with config.variance 'learned' or
+  `continuous` is refused. 'dpm_solver_v3' needs `ems` (samplers/ems.py: an EMS); the ancestral step with config.variance 'learned' or
   'analytic' its `variance_inputs` (sde_lib.reverse_variance.VarianceInputs). resample > 1
   walks 'pc' and 'ancestral' by RePaint's schedule (samplers/pc.py `repaint`). Settings that
   cannot run raise ConfigError here, before any sampling.

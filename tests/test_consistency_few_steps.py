@@ -9,7 +9,8 @@ from sde_lib import VPSDE
 from sde_lib.edm import EDMSDE
 
 
-@pytest.mark.parametrize('method', ['ddim', 'heun', 'ipndm', 'dpm_solver', 'unipc'])
+@pytest.mark.parametrize('method', ['ddim', 'heun', 'ipndm', 'dpm_solver', 'unipc',
+                                    'dpm_solver_v3'])
 @pytest.mark.parametrize('sde', [VPSDE(), EDMSDE()], ids=['vp', 'edm'])
 def test_one_evaluation_is_the_posterior_mean_at_T(method, sde, float64):
   """Data N(mu, S^2 I): x_T = m x_0 + s z has E[x_0 | x_T] = mu + m S^2 (x_T - m mu) / (m^2 S^2 +
