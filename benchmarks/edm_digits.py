@@ -199,8 +199,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help="tiny stand-ins: the table's shape only")
   parser.add_argument('--out', help='results directory (benchmarks/results; --quick: .../quick)')
-  parser.add_argument('--models', nargs='+', default=['vp_digits', 'edm_digits'],
-                      choices=sorted(MODELS), help='the rows (default: the demo and edm_digits)')
+  parser.add_argument('--models', nargs='+', default=list(MODELS), choices=sorted(MODELS),
+                      help='the rows (default: all four)')
   parser.add_argument('--step', type=int, default=0,
                       help="the checkpoint step measured for every model (0: their n_iters)")
   parser.add_argument('--num_samples', type=int, default=None, help='per cell (300; quick 16)')
