@@ -4,9 +4,11 @@ paper's CIFAR-10 hyperparameters (Table 3): teacher an EDM run (`edm_cifar10`, i
 runs/edm_cifar10; --config.distill.teacher DIR), its Heun step between adjacent levels of the
 N = 18 Karras grid on [0.002, 80], target theta- at mu = 0, batch 512, Adam lr 4e-4, 800k steps,
 EMA 0.9999, no dropout, the student started from the teacher. Two departures: the distance is
-L2 (LPIPS needs a network we do not ship; the paper's L2 rows are worse), and the network is
-EDM's DDPM++ (`edm_cifar10`'s, so the student can start from the teacher) where the paper used
-NCSN++. Sampling: one step (Algorithm 1); two through tau = 0.821 with --config.sampling.steps 2.
+L2 (the paper's L2 rows are worse; LPIPS reads weights the user places,
+--config.distill.distance=lpips --config.distill.lpips_weights=DIR, docs/consistency.md), and
+the network is EDM's DDPM++ (`edm_cifar10`'s, so the student can start from the teacher) where
+the paper used NCSN++. Sampling: one step (Algorithm 1); two through tau = 0.821 with
+--config.sampling.steps 2.
 """
 from configs.edm_cifar10 import get_config as get_edm_config
 

@@ -19,18 +19,23 @@ from data import data_shape
 from models import get_score_fn, parameterization_of, restore_for_inference
 from samplers.ddim import ddim
 from samplers.dpm_solver import dpm_solver_pp_multistep
-from samplers.heun import heun
 from samplers.ipndm import ipndm
 from samplers.unipc import unipc
 from sde_lib import get_sde
 from training import consistency_loss as cm
 from training.losses import drawn, training_classes
+from training.lpips import BACKBONES, load_lpips, lpips_distance
 from utils.checkpoint import CheckpointError, load_state_strict
 from utils.errors import ConfigError
 
-# distill.solver: the teacher's ODE step between adjacent levels (a fast sampler of ours)
-TEACHER_SOLVERS = {'heun': heun, 'ddim': ddim, 'ipndm': ipndm,
-                   'dpm_solver': dpm_solver_pp_multistep, 'unipc': unipc}
+# distill.solver: the teacher's ODE step between adjacent levels, built from (sde, score_fn,
+# budget): Heun (CM's) steps the whole batch at once; the other fast samplers of ours one level
+# pair at a time
+TEACHER_STEPS = {'heun': cm.heun_ode_step,
+                 'ddim': functools.partial(cm.solver_ode_step, ddim),
+                 'ipndm': functools.partial(cm.solver_ode_step, ipndm),
+                 'dpm_solver': functools.partial(cm.solver_ode_step, dpm_solver_pp_multistep),
+                 'unipc': functools.partial(cm.solver_ode_step, unipc)}
 
 
 class Teacher:
@@ -69,11 +74,28 @@ def distance_fn(config, dim):
   if d.distance == 'pseudo_huber':
     return functools.partial(cm.pseudo_huber, c=d.huber_c or cm.ict_huber_c(dim))
   if d.distance == 'lpips':
-    raise ConfigError(f"distill.distance='lpips' is not available: no LPIPS network ships here "
-                      f"and nothing is downloaded (distill.lpips_weights={d.lpips_weights!r}); "
-                      f"use 'l2', 'l1' or 'pseudo_huber'")
-  raise ConfigError(f"unknown distill.distance {d.distance!r}; choose 'l2', 'l1' or "
-                    f"'pseudo_huber'")
+    return lpips_from_config(config)
+  raise ConfigError(f"unknown distill.distance {d.distance!r}; choose 'l2', 'l1', "
+                    f"'pseudo_huber' or 'lpips'")
+
+
+def lpips_from_config(config):
+  """LPIPS (training/lpips.py) on distill.lpips_net from the user-placed files in the folder
+  distill.lpips_weights, on the model's images (grey repeated to RGB, resized to 224 as CM)."""
+  d = config.distill
+  if d.lpips_net not in BACKBONES:
+    raise ConfigError(f"unknown distill.lpips_net {d.lpips_net!r}; choose one of "
+                      f"{sorted(BACKBONES)}")
+  if not d.lpips_weights:
+    b = BACKBONES[d.lpips_net]
+    raise ConfigError(f"distill.distance='lpips' reads user-placed weights and nothing is "
+                      f"downloaded: set config.distill.lpips_weights to a folder holding "
+                      f"{b.file} and {b.lpips_file} (distill.lpips_net={d.lpips_net!r}; "
+                      f"docs/consistency.md says where to get them)")
+  if config.data.num_channels not in (1, 3):
+    raise ConfigError(f"distill.distance='lpips' compares grey or RGB images, not "
+                      f"{config.data.num_channels}-channel ones; use 'l2', 'l1' or 'pseudo_huber'")
+  return lpips_distance(load_lpips(d.lpips_net, d.lpips_weights), config.data.centered)
 
 
 def check_student(config):
@@ -129,8 +151,8 @@ class ConsistencyDistillation(ConsistencyLoss):
   def __init__(self, config, sde):
     super().__init__(config, sde)
     d = config.distill
-    if d.solver not in TEACHER_SOLVERS:
-      raise ConfigError(f"unknown distill.solver {d.solver!r}; choose one of {sorted(TEACHER_SOLVERS)}")
+    if d.solver not in TEACHER_STEPS:
+      raise ConfigError(f"unknown distill.solver {d.solver!r}; choose one of {sorted(TEACHER_STEPS)}")
     if d.num_scales < 2 or not 0 <= d.target_ema < 1:
       raise ConfigError(f"distill.num_scales must be >= 2 and distill.target_ema in [0, 1), got "
                         f"{d.num_scales} and {d.target_ema}")
@@ -141,8 +163,7 @@ class ConsistencyDistillation(ConsistencyLoss):
   def initialize(self, model):
     super().initialize(model)
     d = self.config.distill
-    self.step = cm.teacher_ode_step(self.teacher.sde, self.teacher.score_fn,
-                                    TEACHER_SOLVERS[d.solver], d.solver_budget)
+    self.step = TEACHER_STEPS[d.solver](self.teacher.sde, self.teacher.score_fn, d.solver_budget)
     self.target = copy.deepcopy(model).requires_grad_(False)
 
   def after_step(self, model, step):

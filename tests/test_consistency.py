@@ -16,7 +16,7 @@ from samplers.predictions import Predictions
 from samplers.probability_flow import flow
 from sde_lib import VPSDE
 from sde_lib.edm import EDMSDE
-from sde_lib.gaussian_mixture import exact_score_fn, random_mixture
+from sde_lib.gaussian_mixture import exact_score_fn, random_mixture, ring_mixture
 from training import consistency_loss as cm
 from utils.errors import ConfigError
 
@@ -167,7 +167,7 @@ def test_cd_loss_trains_the_student_only_and_hits_zero_for_a_consistent_f():
   never formed."""
   S, sigma_min, sde = 0.7, 0.002, EDMSDE(0.002)
   exact = lambda x, t, classes=None: -x / (S ** 2 + t[:, None] ** 2)
-  step = cm.teacher_ode_step(sde, exact, heun, 40)
+  step = cm.heun_ode_step(sde, exact, 40)
   f = lambda x, sigma, classes=None: x * math.sqrt(S ** 2 + sigma_min ** 2) / (S ** 2 + sigma[:, None] ** 2).sqrt()
   sigmas = cm.karras_sigmas(18, sigma_min, 80.0)
   g = torch.Generator().manual_seed(0)
@@ -182,23 +182,48 @@ def test_cd_loss_trains_the_student_only_and_hits_zero_for_a_consistent_f():
 
 @pytest.mark.parametrize('sde', [EDMSDE(0.002), VPSDE()], ids=['edm', 'vp'])
 def test_teacher_step_is_the_exact_ode_in_edms_variables(sde, float64):
-  """On the 16-D mixture's exact score, the step from sigma 2 to 1.2 by Heun (budget 400; second order, measured 2e-5) agrees
-  with dopri5 at 1e-10 on EDM's process to 1e-4, in x^ = x / m on any process (the VP teacher's
-  step equals the EDM one), and one call per level in a batch of mixed levels (grouped_step)
-  gives each row its own level's step."""
+  """On the 16-D mixture's exact score, Heun's step (budget 400; second order, measured 2e-5)
+  agrees with dopri5 at 1e-10 on EDM's process to 1e-4, in x^ = x / m on any process (the VP
+  teacher's step equals the EDM one), each row of a batch of mixed levels (2 -> 1.2 and
+  1.2 -> 0.5) at its own levels."""
   mixture = random_mixture(16)
   edm = EDMSDE(0.002)
   g = torch.Generator().manual_seed(0)
   x = mixture.sample(32, g).double() + 2.0 * torch.randn(32, 16, generator=g, dtype=torch.float64)
-  reference, _ = flow(edm, exact_score_fn(mixture, edm), x, 2.0, 1.2, 'dopri5', 1e-10, 1e-10)
   score = exact_score_fn(mixture, sde)
-  step = cm.teacher_ode_step(sde, lambda x, t, classes=None: score(x, t), heun, 400)
-  assert torch.allclose(step(x, 2.0, 1.2), reference, atol=1e-4)
-  sigmas = torch.tensor([0.5, 1.2, 2.0], dtype=torch.float64)
-  index = torch.tensor([1, 0] * 16)
-  mixed = cm.grouped_step(step, x, index, sigmas)
-  assert torch.allclose(mixed[index == 1], step(x[index == 1], 2.0, 1.2), atol=1e-12)
-  assert torch.allclose(mixed[index == 0], step(x[index == 0], 1.2, 0.5), atol=1e-12)
+  step = cm.heun_ode_step(sde, lambda x, t, classes=None: score(x, t), 400)
+  first = torch.arange(32) % 2 == 0
+  sigma = torch.where(first, 2.0, 1.2).double()
+  sigma_next = torch.where(first, 1.2, 0.5).double()
+  mixed = step(x, sigma, sigma_next)
+  for rows, (a, b) in [(first, (2.0, 1.2)), (~first, (1.2, 0.5))]:
+    reference, _ = flow(edm, exact_score_fn(mixture, edm), x[rows], a, b, 'dopri5', 1e-10, 1e-10)
+    assert torch.allclose(mixed[rows], reference, atol=1e-4)
+
+
+@pytest.mark.parametrize('budget', [2, 3])
+@pytest.mark.parametrize('sde', [EDMSDE(0.002), VPSDE()], ids=['edm', 'vp'])
+def test_batched_heun_step_is_the_samplers_heun_per_level_in_budget_evaluations(sde, budget):
+  """CD's teacher step on a float32 batch mixing all 17 adjacent pairs of the N = 18 Karras grid:
+  heun_ode_step equals EDM's Heun sampler (samplers.heun.heun, one time for the whole batch)
+  run pair by pair, to float32 rounding (relative 1e-6; measured 1.4e-7), at CM's budget 2 and at 3 (a Heun step
+  to the middle of the pair's rho = 7 grid, then an Euler step), on the 2-D ring's exact score;
+  it evaluates the score `budget` times for the whole batch, the pair-by-pair step budget x 17."""
+  mixture = ring_mixture()
+  score = exact_score_fn(mixture, sde)
+  calls = []
+  counted = lambda x, t, classes=None: calls.append(len(x)) or score(x.double(), t.double()).float()
+  sigmas = cm.karras_sigmas(18, 0.002, 80.0)
+  g = torch.Generator().manual_seed(0)
+  index = torch.arange(68) % 17
+  x = (mixture.sample(68, g).double() + sigmas[index + 1, None] * torch.randn(68, 2, generator=g, dtype=torch.float64)).float()
+  batched = cm.heun_ode_step(sde, counted, budget)(x, sigmas[index + 1], sigmas[index])
+  assert calls == [68] * budget
+  calls.clear()
+  per_level = cm.solver_ode_step(heun, sde, counted, budget)(x, sigmas[index + 1], sigmas[index])
+  assert len(calls) == 17 * budget
+  scale = x.abs().amax(1, keepdim=True)
+  assert ((batched - per_level).abs() / scale).max() < 1e-6
 
 
 # --- Multistep sampling -------------------------------------------------------------------------

@@ -20,16 +20,15 @@ import torch
 from models import get_eps_fn
 from samplers.predictions import Predictions
 from sde_lib import batch_broadcast
+from sde_lib.time_schedules import KARRAS_RHO, karras_levels
 
-RHO = 7.0                  # rho of the Karras grid (Song et al. 2023, as EDM)
 ICT_HUBER_C = 0.00054      # iCT's pseudo-Huber c = 0.00054 sqrt(d) (sec. 3.3)
 
 
-def karras_sigmas(N, sigma_min, sigma_max, rho=RHO):
+def karras_sigmas(N, sigma_min, sigma_max, rho=KARRAS_RHO):
   """sigma_i = (sigma_min^(1/rho) + (i-1)/(N-1) (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho,
   i = 1..N, ascending (CM paper sec. 5; float64, [N])."""
-  u = torch.linspace(0, 1, N, dtype=torch.float64)
-  return (sigma_min ** (1 / rho) + u * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
+  return karras_levels(sigma_min, sigma_max, torch.linspace(0, 1, N, dtype=torch.float64), rho)
 
 
 def ct_num_scales(k, K, s0, s1):
@@ -108,42 +107,77 @@ def consistency_fn(sde, model, parameterization, continuous=True):
   return f
 
 
-def teacher_ode_step(sde, score_fn, solver, budget):
-  """step(x^, sigma, sigma_next, classes) -> x^ at sigma_next: the teacher's probability-flow
-  ODE from one noise level to the next by `solver` (a fast solver of ours, samplers/, e.g.
-  samplers.heun.heun: budget 2 is one Heun step, CM's choice) on `budget` evaluations of
-  score_fn(x, t, classes) of `sde`, its substeps on the rho = 7 grid between the two levels.
-  sigma, sigma_next are floats (one pair per call)."""
+def heun_ode_step(sde, score_fn, budget):
+  """step(x^, sigma, sigma_next, classes) -> x^ at sigma_next, each sample between its own two
+  levels (sigma, sigma_next: [batch]): EDM's Heun (Karras et al. 2022, Algorithm 2,
+  deterministic) on the teacher's probability-flow ODE dx^/dsigma = (x^ - D(x^; sigma)) / sigma
+  in x^ = x / m(t), D(x^; sigma) = x0_hat(m x^, t) read from score_fn(x, t, classes) of `sde`;
+  ceil(budget / 2) steps on the rho = 7 grid between the two levels, the last an Euler step when
+  the budget is odd (as samplers.heun.heun). Budget 2 is CM's one Heun step. Each evaluation
+  takes the whole batch with per-sample times, so a step costs `budget` evaluations whatever
+  the batch's mix of levels."""
+
+  def denoiser(x_hat, sigma, classes):
+    t = time_of_sigma(sde, sigma)
+    mean_coeff, std = sde.marginal_coeffs(t)
+    m, s = batch_broadcast(mean_coeff, x_hat), batch_broadcast(std, x_hat)
+    x = m * x_hat
+    return (x + s ** 2 * score_fn(x, t.to(x_hat.dtype), classes)) / m
 
   def step(x_hat, sigma, sigma_next, classes=None):
-    model = Predictions(sde, lambda x, t: score_fn(x, t, classes))
-    low, high = sigma_next ** (1 / RHO), sigma ** (1 / RHO)
-    times = lambda n: [time_of_sigma(sde, (high + i / n * (low - high)) ** RHO) for i in range(n + 1)]
-    m, m_next = (float(model.coeffs(t)[0]) for t in times(1))
-    return solver(model, m * x_hat, budget, times) / m_next
+    n = math.ceil(budget / 2)
+    levels = [karras_levels(sigma.double(), sigma_next.double(), i / n) for i in range(n + 1)]
+    for i, (s, s_next) in enumerate(zip(levels[:-1], levels[1:])):
+      h = batch_broadcast(s_next - s, x_hat)
+      # Euler step.
+      d = (x_hat - denoiser(x_hat, s, classes)) / batch_broadcast(s, x_hat)
+      x_next = x_hat + h * d
+      # Apply 2nd order correction.
+      if 2 * (i + 1) <= budget:
+        d_next = (x_next - denoiser(x_next, s_next, classes)) / batch_broadcast(s_next, x_hat)
+        x_next = x_hat + h * (d + d_next) / 2
+      x_hat = x_next
+    return x_hat
 
   return step
 
 
-def grouped_step(step, x_hat, index, sigmas, classes=None):
-  """step(x^, sigma_{n+1}, sigma_n) for each sample's own n (`index`), one call per distinct n."""
-  out = torch.empty_like(x_hat)
-  for n in torch.unique(index).tolist():
-    rows = index == n
-    out[rows] = step(x_hat[rows], float(sigmas[n + 1]), float(sigmas[n]),
-                     None if classes is None else classes[rows])
-  return out
+def solver_ode_step(solver, sde, score_fn, budget):
+  """step(x^, sigma, sigma_next, classes) -> x^ at sigma_next ([batch] levels, as heun_ode_step)
+  by `solver`, a fast sampler of ours (samplers/: ddim, ipndm, dpm_solver, unipc), on `budget`
+  evaluations of score_fn(x, t, classes) of `sde`, its substeps on the rho = 7 grid between the
+  two levels, run in x^ = x / m(t). Those solvers step one time for the whole batch, so this
+  makes one call per distinct pair of levels in the batch: up to N - 1 calls for CD's grid."""
+
+  def one_pair(x_hat, sigma, sigma_next, classes):
+    model = Predictions(sde, lambda x, t: score_fn(x, t, classes))
+    times = lambda n: [time_of_sigma(sde, karras_levels(sigma, sigma_next, i / n))
+                       for i in range(n + 1)]
+    m, m_next = (float(model.coeffs(t)[0]) for t in times(1))
+    return solver(model, m * x_hat, budget, times) / m_next
+
+  def step(x_hat, sigma, sigma_next, classes=None):
+    pairs = torch.stack([sigma, sigma_next], 1).double()
+    out = torch.empty_like(x_hat)
+    for pair in torch.unique(pairs, dim=0):
+      rows = (pairs == pair).all(1)
+      out[rows] = one_pair(x_hat[rows], float(pair[0]), float(pair[1]),
+                           None if classes is None else classes[rows])
+    return out
+
+  return step
 
 
 def cd_loss(f, f_target, step, x0, index, z, sigmas, distance, classes=None):
   """d(f_theta(x + sigma_{n+1} z, sigma_{n+1}), f_theta-(x_hat_n, sigma_n)) per sample, x_hat_n
-  the teacher's ODE step from sigma_{n+1} (CM Algorithm 2, lambda = 1). sigmas ascending [N],
-  index in 0..N-2."""
-  s = sigmas.to(x0.dtype).to(x0.device)
+  the teacher's ODE step from sigma_{n+1} (CM Algorithm 2, lambda = 1; `step` as heun_ode_step's,
+  given the float64 levels). sigmas ascending [N], index in 0..N-2."""
+  levels = sigmas.to(x0.device)
+  s = levels.to(x0.dtype)
   hi, lo = s[index + 1], s[index]
   x_hi = x0 + batch_broadcast(hi, x0) * z
   with torch.no_grad():
-    x_lo = grouped_step(step, x_hi, index, sigmas, classes)
+    x_lo = step(x_hi, levels[index + 1], levels[index], classes)
     target = f_target(x_lo, lo, classes)
   return distance(f(x_hi, hi, classes), target)
 
