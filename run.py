@@ -8,6 +8,7 @@
   python run.py --workdir runs/vp_digits --mode inpaint --config.inpaint.mask=left
   python run.py --workdir runs/vp_digits --mode restore --config.restore.operator=sr2
   python run.py --workdir runs/vp_digits --mode posthoc_ema --config.eval.posthoc_sigma_rel=0.08
+  python run.py --config reflow_digits --mode train --config.distill.teacher=runs/rf_digits
 
 --config takes a name (configs/NAME.py) or a path; --config.a.b=v overrides any field.
 --workdir defaults to runs/<config name>. Training writes the resolved config to

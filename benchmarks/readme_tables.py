@@ -5,6 +5,7 @@ block on another page (README.md, docs/*.md) is kept current the same way.
 
   .venv/bin/python benchmarks/readme_tables.py           # paste the current results in
   .venv/bin/python benchmarks/readme_tables.py --check   # exit 1 where a page differs
+  .venv/bin/python benchmarks/readme_tables.py --only flow_digits.md   # one benchmark's
 
 tests/test_benchmarks.py checks that docs/results.md holds these sections and that every
 script's --quick run writes tables of the same structure (header row and row names).
@@ -68,13 +69,16 @@ def section_of(name, results=RESULTS):
     return first_section(f.read())
 
 
-def update(page=RESULTS_PAGE, results=RESULTS):
-  """Paste each block's results section into the page; returns the names changed."""
+def update(page=RESULTS_PAGE, results=RESULTS, only=None):
+  """Paste each block's results section (of the results files named in `only`, default all)
+  into the page; returns the names changed."""
   with open(page) as f:
     text = f.read()
   changed = []
 
   def paste(m):
+    if only is not None and m.group(2) not in only:
+      return m.group(0)
     section = section_of(m.group(2), results)
     if section != m.group(3).strip():
       changed.append(m.group(2))
@@ -90,6 +94,8 @@ def update(page=RESULTS_PAGE, results=RESULTS):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--check', action='store_true', help='only say which blocks differ')
+  parser.add_argument('--only', nargs='+', metavar='NAME.md',
+                      help='paste only these results files (a benchmark rerun alone)')
   args = parser.parse_args()
   if args.check:
     stale = [f'{os.path.relpath(page, ROOT)} differs from benchmarks/results/{n}'
@@ -98,7 +104,7 @@ def main():
     print('\n'.join(stale) or 'current')
     sys.exit(1 if stale else 0)
   updated = [f'updated {n} in {os.path.relpath(page, ROOT)}' for page in pages()
-             for n in update(page)]
+             for n in update(page, only=args.only)]
   print('\n'.join(updated) or 'already current')
 
 

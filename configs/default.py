@@ -97,8 +97,10 @@ def get_default_config():
   sampling.sde_solver = 'euler'       # torchsde method for method='sde', or 'adaptive'
   sampling.sde_atol = 0.0078          # adaptive: eps_abs, data range / 256 (0.0039 for [0, 1] data)
   sampling.sde_rtol = 0.01            # adaptive: eps_rel (Jolicoeur-Martineau et al. 2021)
-  # Fast samplers: 'default' (or order 0) is each method's best measured setting (samplers/registry.py).
-  sampling.time_schedule = 'default'  # 'uniform' | 'quadratic' | 'logsnr' | 'karras' (t_end = sampling.eps)
+  # Fast samplers: 'default' (or order 0) is each method's best measured setting for the budget
+  # (samplers/registry.py).
+  sampling.time_schedule = 'default'  # 'uniform' | 'quadratic' | 'logsnr' | 'karras' (t_end = sampling.eps);
+                                     # 'ddim' on a discrete-time model's chain: 'uniform' | 'quadratic'
   sampling.variant = 'default'        # dpm_solver: 'singlestep' | 'multistep'; unipc: 'bh1' | 'bh2'
   sampling.order = 0                  # solver order (ipndm 1-4, dpm_solver / unipc 1-3)
   sampling.lower_order_final = True   # multistep dpm_solver, unipc, dpm_solver_v3: below 15
@@ -252,7 +254,9 @@ def get_default_config():
   distill.target_ema = 0.95           # 'cd': mu of the target network theta-
   distill.distance = 'l2'             # 'l2' | 'l1' | 'pseudo_huber' | 'lpips' (user-placed weights)
   distill.huber_c = 0.0               # pseudo-Huber c; 0: iCT's 0.00054 sqrt(d)
-  distill.lpips_weights = ''          # 'lpips': the path of the user-placed LPIPS weights
+  distill.lpips_weights = ''          # 'lpips': a folder holding torchvision's ImageNet backbone
+                                      # and the lpips wheel's v0.1 layers (docs/consistency.md)
+  distill.lpips_net = 'vgg'           # 'lpips': 'vgg' (VGG16, CM's) | 'alex' (AlexNet, cheaper)
   distill.s0 = 10                     # 'ict': N - 1 doubles from s0 ...
   distill.s1 = 1280                   # ... to s1 (Song & Dhariwal 2023)
   distill.p_mean = -1.1               # 'ict' / 'ect': ln sigma ~ N(P_mean, P_std^2)
@@ -261,6 +265,17 @@ def get_default_config():
   distill.ect_k = 8.0
   distill.ect_b = 1.0
   distill.ect_stages = 8              # 'ect': stages over training.n_iters
+
+  # training.loss 'reflow' | 'reflow_distill' (pipeline/reflow.py; Liu et al. 2023, sec. 2.3): the
+  # (k+1)-rectified flow, or the one-step distillation, of the run in distill.teacher, trained on
+  # pairs (z, x) its ODE draws once into <workdir>/couplings.npz (distill.teacher_ckpt and
+  # distill.init_from_teacher as above)
+  config.reflow = reflow = ml_collections.ConfigDict()
+  reflow.num_pairs = 4096             # pairs drawn (Liu et al.: 4M on CIFAR-10)
+  reflow.batch_size = 512             # pairs per sampler call
+  reflow.sampling = sampling.copy_and_resolve_references()   # the teacher's ODE solver: 'ode'
+  reflow.sampling.method = 'ode'      # (a torchdiffeq method; RK45 as Liu et al.) or any
+  reflow.sampling.ode_method = 'dopri5'   # deterministic fast sampler, with its steps
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = 'adam'            # 'adam' (weight_decay: an L2 term in the gradient) | 'adamw'

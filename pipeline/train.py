@@ -28,6 +28,7 @@ from models import ExponentialMovingAverage, get_model
 from models.posthoc_ema import PowerFunctionEMA
 from evaluation.score_bound import bound_bpd
 from pipeline.consistency import LOSSES as CONSISTENCY_LOSSES, consistency_loss_fn
+from pipeline.reflow import LOSSES as REFLOW_LOSSES
 from pipeline.sampling import (class_labels, data_sampler, draw_samples, sample_classes,
                            score_and_variance_fns)
 from training.batches import LOSS, PROCESS, StepBatches, step_loader, step_seed
@@ -96,11 +97,22 @@ def _finite_mean(values):
   return sum(finite) / len(finite) if finite else float('nan')
 
 
-def training_loss_fn(config, sde):
-  """The loss config.training.loss names: a consistency model's reads a teacher run
-  (pipeline/consistency.py), the others are the library's (training.losses.get_loss_fn)."""
-  if config.training.loss in CONSISTENCY_LOSSES:
-    return consistency_loss_fn(config, sde)
+def _consistency(config, sde, workdir):
+  return consistency_loss_fn(config, sde)   # it reads its teacher run, writes nothing
+
+
+# training.loss -> builder(config, sde, workdir) of the losses that read a teacher run or keep
+# data in the run directory: a consistency model's (pipeline/consistency.py) and reflow's
+# (pipeline/reflow.py). A script adds its own here before training (benchmarks/flow_digits.py:
+# the peer libraries' flow-matching objectives); the others are the library's.
+LOSSES = {**{name: _consistency for name in CONSISTENCY_LOSSES}, **REFLOW_LOSSES}
+
+
+def training_loss_fn(config, sde, workdir=None):
+  """The loss config.training.loss names for a run in `workdir`: one of LOSSES, else the
+  library's (training.losses.get_loss_fn)."""
+  if config.training.loss in LOSSES:
+    return LOSSES[config.training.loss](config, sde, workdir)
   return get_loss_fn(config, sde)
 
 
@@ -109,7 +121,10 @@ class Trainer:
 
   A config that cannot run stops here, before step 1: a change to what defines the model of
   the run in `workdir` (configs/run_config.py; unless allow_model_override), a bad data or
-  training setting, or sampling settings the snapshot sampler (and later sample/eval) cannot run.
+  training setting, or sampling settings the snapshot sampler (and later sample/eval) cannot run;
+  a snapshot sampler that needs a statistic of the network (dpm_solver_v3's EMS, the 'analytic'
+  reverse variance's Gamma table) is built from the weights of each snapshot, and checked at the
+  first one (pipeline/sampling.data_sampler).
   """
 
   def __init__(self, config, workdir, progress=True, allow_model_override=False):
@@ -126,7 +141,7 @@ class Trainer:
     self.precision = Precision(train, self.ddp.device)
     torch.manual_seed(config.seed)
     self.sde = sde_lib.get_sde(config)
-    self.loss_fn = training_loss_fn(config, self.sde)
+    self.loss_fn = training_loss_fn(config, self.sde, workdir)
     self.scaler = get_data_scaler(config)
     self.dataset = get_dataset(config, 'train')
     self.batches = StepBatches(self.dataset, train.batch_size, self.ddp.world_size,
@@ -134,7 +149,7 @@ class Trainer:
     self.model = get_model(config).to(self.ddp.device)
     if train.channels_last:
       self.model.to(memory_format=torch.channels_last)
-    if hasattr(self.loss_fn, 'initialize'):   # a loss that starts from a teacher (CD, ECT)
+    if hasattr(self.loss_fn, 'initialize'):   # a loss that starts from a teacher (CD, ECT, reflow)
       self.loss_fn.initialize(self.model)
     self.held_out = None     # test images the score-matching bound is logged on
     if train.bound_images and self.ddp.is_main:

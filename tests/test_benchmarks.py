@@ -19,6 +19,7 @@ from benchmarks.readme_tables import (  # noqa: E402
 # script -> the results files whose first sections docs/results.md shows
 SCRIPTS = {
     'backbones_digits.py': ['backbones_digits.md'],
+    'consistency_digits.py': ['consistency_digits.md'],
     'consistency_mixtures.py': ['consistency_mixtures.md'],
     'digits.py': ['digits.md'],
     'edm_digits.py': ['edm_digits.md'],
@@ -47,6 +48,7 @@ RANGES = {
     'throughput_cpu.md': [{'parameters': NONNEGATIVE, '/s': NONNEGATIVE, 'ms': NONNEGATIVE}, {}],
     'edm_digits.md': {' @ ': NONNEGATIVE, 'bits/dim': NONNEGATIVE, 'training': NONNEGATIVE},
     'consistency_mixtures.md': {'flow error': NONNEGATIVE, 'CD steps': NONNEGATIVE},
+    'consistency_digits.md': {'FD': NONNEGATIVE, 'training': NONNEGATIVE},
 }
 NUMBER = re.compile(r'[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?', re.I)
 

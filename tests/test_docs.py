@@ -42,7 +42,7 @@ SMALL = {
               '--config.model.hidden=16', '--config.training.batch_size=16',
               '--config.training.n_iters=2', '--config.training.snapshot_sampling=False',
               '--config.training.bound_images=2', '--config.training.bound_times=1',
-              '--config.training.posthoc_snapshot_freq=1'],
+              '--config.training.posthoc_snapshot_freq=1', '--config.reflow.num_pairs=32'],
     'sample': ['--config.sampling.steps=4', '--config.sampling.num_samples=4',
                '--config.sampling.batch_size=4', '--config.sampling.rtol=1e-2',
                '--config.sampling.atol=1e-2', '--config.sampling.ems_samples=8',

@@ -143,7 +143,8 @@ def _time_sampler(config):
                        "set sde.name='vpsde' and training.continuous=False")
     return chain_step_times, False
   raise ConfigError(f"unknown training.loss {train.loss!r}; choose 'dsm', 'ddpm', 'vlb', "
-                    "'flow_matching', 'edm' or a consistency model's 'cd', 'ict', 'ect'")
+                    "'flow_matching', 'edm', a consistency model's 'cd', 'ict', 'ect' or "
+                    "reflow's 'reflow', 'reflow_distill'")
 
 
 def get_loss_fn(config, sde):

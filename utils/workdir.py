@@ -9,6 +9,8 @@
   <workdir>/classifier/        --mode train_classifier: checkpoints/ as above, accuracy.json
   <workdir>/posthoc_ema/       with model.posthoc_ema_sigma_rels: snapshot_<step>.pt (the tracked
                                power-function EMAs); --mode posthoc_ema's sigma_rel_<s>.pt
+  <workdir>/couplings.npz      training.loss 'reflow' | 'reflow_distill': the pairs (z, x) its
+                               teacher run's ODE drew (pipeline/reflow.py)
 
 <key> is pipeline.sampling.samples_key: '<checkpoint>-<sampler>-<hash of all that determines the
 samples>', the same for both modes.
@@ -18,6 +20,10 @@ import os
 
 def config_path(workdir):
   return os.path.join(workdir, 'config.json')
+
+
+def couplings_path(workdir):
+  return os.path.join(workdir, 'couplings.npz')
 
 
 def checkpoint_dir(workdir):
