@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 WORKDIR ?= runs/vp_digits
 
-.PHONY: setup demo test bench-deps clean
+.PHONY: setup demo test bench-deps peer-consistency clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ test: setup $(VENV)/.installed-test $(VENV)/.installed-bench
 
 bench-deps: $(VENV)/.installed-bench
 
+# The PyPI package `consistency` for benchmarks/consistency_digits.py's peer row, in its own
+# environment: its diffusers 0.20.2 cannot share .venv's (requirements-peer-consistency.txt).
+PEER_CONSISTENCY ?= .venv-consistency
+$(PEER_CONSISTENCY)/.installed: requirements-peer-consistency.txt
+	$(PYTHON) -m venv $(PEER_CONSISTENCY)
+	$(PEER_CONSISTENCY)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_CONSISTENCY)/bin/python -m pip install --quiet -r requirements-peer-consistency.txt
+	touch $@
+
+peer-consistency: $(PEER_CONSISTENCY)/.installed
+
 # Train the embedded default (vp_digits, ~5 min on 2 CPU cores), sample from it, evaluate it.
 demo: setup
 	$(PY) run.py --config vp_digits --workdir $(WORKDIR) --mode train
@@ -45,4 +56,4 @@ demo: setup
 	$(PY) run.py --config vp_digits --workdir $(WORKDIR) --mode eval
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(PEER_CONSISTENCY) .pytest_cache

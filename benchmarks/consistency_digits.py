@@ -17,13 +17,21 @@ script did not train gives its logged wall minutes instead, marked so.
 Runs are trained in runs/bench_<model> unless a run of their n_iters is there (the teacher's is
 benchmarks/edm_digits.py's, the demo's benchmarks/digits_model.py's). --quick: tiny stand-ins
 (nf 8, 20 steps), 16 samples: the table's shape only.
+
+Beside them the PyPI package `consistency` (0.3.2), whose diffusers 0.20.2 and Lightning cannot
+share .venv: where `make peer-consistency` has built .venv-consistency, its python runs
+benchmarks/peers/consistency_package.py on the train split (written to
+runs/bench_consistency_package) for iCT's training CPU-seconds, and its samples are judged here
+like every row's (not with --quick, which never needs that environment).
 """
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +44,7 @@ from benchmarks.results_io import partial_row, results_dir, write_results  # noq
 from configs.cd_digits import get_config as cd_digits_config  # noqa: E402
 from configs.ect_digits import get_config as ect_digits_config  # noqa: E402
 from configs.ict_digits import get_config as ict_digits_config  # noqa: E402
+from data import get_data_inverse_scaler, get_data_scaler, get_eval_dataset  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
@@ -97,13 +106,21 @@ FREE_BUDGETS = (2, 4, 10)
 TEACHER_BUDGET = 35              # EDM's Heun, 18 steps (edm_digits' default)
 CONSISTENCY_STEPS = (1, 2)
 COLUMNS = (1, 2, 4, 10, 35)      # evaluations
-PACKAGE = ('consistency 0.3.2 (PyPI)',
-           "not run: `import consistency` fails beside our diffusers 0.42.1 "
-           "(requirements-test.txt): it imports diffusers.models.unet_2d (gone; No module named "
-           "'diffusers.models.unet_2d') "
-           "and randn_tensor from diffusers.utils (moved out in diffusers 0.21.0), so it needs "
-           "diffusers <= 0.20.2, which cannot share our environment, and pytorch-lightning (its "
-           "model is a LightningModule whose N(k) reads the Lightning trainer's step)")
+PACKAGE = 'consistency'        # the PyPI package, in its own environment
+PACKAGE_VERSION = '0.3.2'      # requirements-peer-consistency.txt's
+PACKAGE_ENV = os.path.join(ROOT, '.venv-consistency')   # `make peer-consistency`
+PACKAGE_PYTHON = os.path.join(PACKAGE_ENV, 'bin', 'python')
+PACKAGE_SCRIPT = os.path.join(ROOT, 'benchmarks', 'peers', 'consistency_package.py')
+PACKAGE_NOTE = ("in its own .venv-consistency, which `make peer-consistency` builds (its "
+                "imports of diffusers.models.unet_2d and diffusers.utils.randn_tensor need "
+                "diffusers <= 0.20.2, not .venv's 0.42.1; without it, and with --quick, this "
+                "row is '-'): its LightningModule with its defaults (MSE loss, as its LPIPS loss "
+                "downloads weights; RAdam lr 1e-4, sigma_data 0.5, N(k) from 2 to 150 bins, "
+                "target EMA from 0.9) on a diffusers UNet2DModel sized like our U-Net, batches "
+                "of 64 of the train split, for iCT's training CPU-seconds (its N(k) needs "
+                "max_steps: set from a timed trial, the budget's end may come first); sampled "
+                "from its target network as it does; its sample(steps=2) first re-noises to "
+                "sigma 80 (bin 149 of 150), so its 2 steps cost 3 evaluations")
 
 
 def cell(config, sde, model, device, checkpoint, sampling, num_samples, judge):
@@ -172,6 +189,38 @@ def consistency_row(name, args, device, judge):
   return row
 
 
+def package_row(cpu_seconds, args, judge):
+  """The `consistency` package trained by benchmarks/peers/consistency_package.py in its own
+  environment for `cpu_seconds` on the train split, its samples at 1 and 2 of its steps judged
+  here; kept in its workdir, so a later invocation of the same settings reuses it."""
+  config = edm_digits.model_config('vp_digits')
+  workdir = os.path.join(ROOT, 'runs', f'bench_{PACKAGE}_package')
+  os.makedirs(workdir, exist_ok=True)
+  settings = {'cpu_seconds': cpu_seconds, 'samples': args.num_samples, 'seed': config.seed}
+  row, save = partial_row(os.path.join(workdir, 'consistency_digits_benchmark.json'), settings)
+  if 'cells' not in row:
+    data, out = os.path.join(workdir, 'train.npz'), os.path.join(workdir, 'samples.npz')
+    scale = get_data_scaler(config)   # the package's range, [-1, 1]
+    np.savez(data, images=scale(torch.stack([x for x, _ in get_eval_dataset(config, 'train')]))
+             .numpy())
+    subprocess.run([PACKAGE_PYTHON, PACKAGE_SCRIPT, '--data', data, '--out', out,
+                    '--cpu_seconds', str(cpu_seconds), '--workdir', workdir,
+                    '--num_samples', str(args.num_samples), '--seed', str(config.seed)],
+                   env={**os.environ, 'OMP_NUM_THREADS': '1'}, check=True)
+    run = np.load(out)
+    to_data = get_data_inverse_scaler(config)
+    row.update(version=str(run['version']), cpu_seconds=float(run['cpu_seconds']),
+               step=int(run['steps']), n_iters=int(run['max_steps']), cells={})
+    for steps in CONSISTENCY_STEPS:
+      start = time.perf_counter()
+      result = judge(to_data(torch.from_numpy(run[f'samples_{steps}'])))
+      row['cells'][f'package@{steps}'] = {
+          'nfe': int(run[f'nfe_{steps}']), 'fd': result['fd'], 'floor': result['floor'],
+          'seconds': float(run[f'seconds_{steps}']) + time.perf_counter() - start}
+    save()
+  return row
+
+
 def training_cell(row):
   """'<steps> steps, <CPU-minutes>' (or the logged wall minutes, marked, where the CPU time of
   the training is not known: a run this script did not train, or one still training)."""
@@ -207,8 +256,15 @@ def markdown(rows, args, device):
            for n in COLUMNS]
     lines.append(f'| {label} | consistency (CM Algorithm 1) | ' + ' | '.join(fds)
                  + f' | {training_cell(row)} | - |')
-  lines.append(f'| {PACKAGE[0]} | - | ' + ' | '.join('-' for _ in COLUMNS)
-               + f' | - | {PACKAGE[1]} |')
+  package = rows.get(PACKAGE)   # None: not run (no .venv-consistency, or --quick)
+  fds = []
+  for n in COLUMNS:
+    c = package and package['cells'].get(f'package@{n}')
+    fds.append(f"{c['fd']:.2f}" + (f" ({c['nfe']} evaluations)" if c['nfe'] != n else '')
+               if c else '-')
+  lines.append(f"| {PACKAGE} {PACKAGE_VERSION} (PyPI) | "
+               f"{'its Consistency.sample' if package else '-'} | " + ' | '.join(fds)
+               + f" | {training_cell(package) if package else '-'} | {PACKAGE_NOTE} |")
   command = ('benchmarks/consistency_digits.py' + ' --quick' * args.quick
              + ' --latest' * args.latest + f' --num_samples {args.num_samples}')
   head = (f"# Consistency models on digits\n\n`{command}` on {device}. Digit Frechet distance of "
@@ -243,6 +299,9 @@ def main():
   judge = Judge(edm_digits.model_config('vp_digits', args.quick), device)
   rows = reference_rows(args, device, judge)
   rows.update({name: consistency_row(name, args, device, judge) for name in CONSISTENCY})
+  budget = rows['ict_digits']['cpu_seconds']   # None: --latest caught iCT still training
+  if not args.quick and budget and os.path.exists(os.path.join(PACKAGE_ENV, '.installed')):
+    rows[PACKAGE] = package_row(budget, args, judge)
   md = markdown(rows, args, device)
   print(md)
   report = {'device': str(device), 'threads': torch.get_num_threads(), 'torch': torch.__version__,
