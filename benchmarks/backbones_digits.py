@@ -112,7 +112,7 @@ def measure(row, save, config, model, sde, score_fn, device, checkpoint, args):
     print(f"  {name}: FD {cells[name]['fd']:.2f} (nfe {cells[name]['nfe']:g}, "
           f"{cells[name]['seconds']:.0f} s)", flush=True)
   if 'bpd' not in row:
-    row['bpd'], row['bpd_seconds'] = ode_bits_per_dim(config, model, sde, score_fn, device,
+    row['bpd'], row['bpd_seconds'] = ode_bits_per_dim(config, model, sde, device,
                                                       checkpoint, args.num_images, args.quick)
     save()
   print(f"  ODE bits/dim {row['bpd']['mean']:.3f} +- {row['bpd']['stderr']:.3f}", flush=True)

@@ -61,7 +61,7 @@ def trained_digits(device, workdir=None, quick=False):
   return config, model, sde, score_fn, seconds
 
 
-def ode_bits_per_dim(config, model, sde, score_fn, device, checkpoint, num_images, quick=False):
+def ode_bits_per_dim(config, model, sde, device, checkpoint, num_images, quick=False):
   """(eval's summary of the test split's bits/dim by the probability-flow ODE with uniform
   dequantization, over its first num_images images, and the seconds it took): eval's own
   likelihood path with the DDPM and score-matching bounds off."""

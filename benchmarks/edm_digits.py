@@ -38,8 +38,7 @@ from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # n
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.edm_digits import get_config as edm_digits_config  # noqa: E402
 from models import restore_for_inference  # noqa: E402
-from pipeline.sampling import (checkpoint_sha256, data_sampler, draw_samples,  # noqa: E402
-                           score_and_variance_fns)
+from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from utils.checkpoint import resolve_checkpoint  # noqa: E402
@@ -154,8 +153,7 @@ def measure(name, args, device, judge):
       print(f"{name} {key}: FD {cells[key]['fd']:.2f} (floor {cells[key]['floor']:.2f}), nfe "
             f"{cells[key]['nfe']:g}", flush=True)
   if 'bpd' not in row:
-    score_fn = score_and_variance_fns(config, sde, model)[0]
-    bpd, seconds = ode_bits_per_dim(config, model, sde, score_fn, device, checkpoint,
+    bpd, seconds = ode_bits_per_dim(config, model, sde, device, checkpoint,
                                     args.num_images, args.quick)
     row['bpd'] = dict(bpd, seconds=seconds)
     save()

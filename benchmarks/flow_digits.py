@@ -271,8 +271,7 @@ def measure(name, args, device):
     row['straightness'] = flow_straightness(config, sde, model, args.num_samples, device)
     save()
   if 'bpd' not in row:
-    score_fn = score_and_variance_fns(config, sde, model)[0]
-    row['bpd'] = ode_bits_per_dim(config, model, sde, score_fn, device, checkpoint,
+    row['bpd'] = ode_bits_per_dim(config, model, sde, device, checkpoint,
                                   args.num_images, args.quick)[0]
     save()
   return row

@@ -18,8 +18,6 @@ the dequantizer need are computed once, by the main process, and read by the oth
 """
 import os
 
-import torch
-
 from pipeline.bpd import split_bpd, split_score_bound, split_vlb
 from evaluation.dinov2 import DINOv2Unavailable
 from evaluation.feature_metrics import InceptionUnavailable, fid, get_dinov2_space, get_feature_space
