@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import edm_digits  # noqa: E402
-from benchmarks.digits import Judge  # noqa: E402
+from benchmarks.digits import Judge, run_cell  # noqa: E402
 from benchmarks.digits_model import train_once  # noqa: E402
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.cd_digits import get_config as cd_digits_config  # noqa: E402
@@ -46,7 +46,7 @@ from configs.ect_digits import get_config as ect_digits_config  # noqa: E402
 from configs.ict_digits import get_config as ict_digits_config  # noqa: E402
 from data import get_data_inverse_scaler, get_data_scaler, get_eval_dataset  # noqa: E402
 from models import restore_for_inference  # noqa: E402
-from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
+from pipeline.sampling import checkpoint_sha256  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from utils.atomic import atomic_write  # noqa: E402
@@ -123,16 +123,6 @@ PACKAGE_NOTE = ("in its own .venv-consistency, which `make peer-consistency` bui
                 "sigma 80 (bin 149 of 150), so its 2 steps cost 3 evaluations")
 
 
-def cell(config, sde, model, device, checkpoint, sampling, num_samples, judge):
-  """{'nfe', 'fd', 'floor', 'sampling', 'seconds'} of num_samples drawn with `sampling`."""
-  start = time.perf_counter()
-  draw = data_sampler(config, sde, model, device, sampling, checkpoint=checkpoint)
-  samples, nfe = draw_samples(draw, num_samples, num_samples, config.seed, device, progress=False)
-  result = judge(samples)
-  return {'nfe': nfe, 'fd': result['fd'], 'floor': result['floor'],
-          'sampling': resolved_sampling(sampling), 'seconds': time.perf_counter() - start}
-
-
 def measured(name, config, workdir, checkpoint, cells, args, device, judge):
   """The row of model `name` ({'cells': {key: cell}, 'step', 'n_iters'}) at `checkpoint`, each
   cell of `cells` ({key: config.sampling}) kept in the run's workdir as it is measured."""
@@ -145,7 +135,8 @@ def measured(name, config, workdir, checkpoint, cells, args, device, judge):
   done = row.setdefault('cells', {})
   for key, sampling in cells.items():
     if key not in done or done[key]['sampling'] != resolved_sampling(sampling):
-      done[key] = cell(config, sde, model, device, checkpoint, sampling, args.num_samples, judge)
+      cell = run_cell(config, model, sde, device, checkpoint, sampling, args.num_samples, judge)
+      done[key] = {f: v for f, v in cell.items() if f != 'picture'}
       save()
     print(f"{name} {key}: FD {done[key]['fd']:.2f}, nfe {done[key]['nfe']:g}", flush=True)
   return row

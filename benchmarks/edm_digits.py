@@ -32,13 +32,13 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.digits import Judge  # noqa: E402
+from benchmarks.digits import Judge, run_cell  # noqa: E402
 from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # noqa: E402
                                      ode_bits_per_dim, train_once)
 from benchmarks.results_io import partial_row, results_dir, write_results  # noqa: E402
 from configs.edm_digits import get_config as edm_digits_config  # noqa: E402
 from models import restore_for_inference  # noqa: E402
-from pipeline.sampling import checkpoint_sha256, data_sampler, draw_samples  # noqa: E402
+from pipeline.sampling import checkpoint_sha256  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from utils.checkpoint import resolve_checkpoint  # noqa: E402
@@ -141,14 +141,8 @@ def measure(name, args, device, judge):
     for budget in BUDGETS:
       key, sampling = f'{method}@{budget}', sampling_of(config, method, budget)
       if key not in cells or cells[key]['sampling'] != resolved_sampling(sampling):
-        start = time.perf_counter()
-        draw = data_sampler(config, sde, model, device, sampling, checkpoint=checkpoint)
-        samples, nfe = draw_samples(draw, args.num_samples, args.num_samples, config.seed, device,
-                                    progress=False)
-        result = judge(samples)
-        cells[key] = {'nfe': nfe, 'fd': result['fd'], 'floor': result['floor'],
-                      'confidence': result['confidence'], 'sampling': resolved_sampling(sampling),
-                      'seconds': time.perf_counter() - start}
+        cell = run_cell(config, model, sde, device, checkpoint, sampling, args.num_samples, judge)
+        cells[key] = {f: v for f, v in cell.items() if f != 'picture'}
         save()
       print(f"{name} {key}: FD {cells[key]['fd']:.2f} (floor {cells[key]['floor']:.2f}), nfe "
             f"{cells[key]['nfe']:g}", flush=True)

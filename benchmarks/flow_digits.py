@@ -35,7 +35,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.digits import Judge  # noqa: E402
+from benchmarks.digits import Judge, run_cell  # noqa: E402
 from benchmarks.digits_model import (QUICK_WORKDIR, WORKDIR, digits_config,  # noqa: E402
                                      ode_bits_per_dim, train_once)
 from benchmarks.edm_digits import logged_seconds, shrink  # noqa: E402
@@ -47,8 +47,7 @@ from data import data_shape  # noqa: E402
 from data.scaling import get_samples_to_data  # noqa: E402
 from models import restore_for_inference  # noqa: E402
 from pipeline import train as pipeline_train  # noqa: E402
-from pipeline.sampling import (checkpoint_sha256, data_sampler, draw_samples,  # noqa: E402
-                               score_and_variance_fns)
+from pipeline.sampling import checkpoint_sha256, score_and_variance_fns  # noqa: E402
 from samplers.registry import resolved_sampling  # noqa: E402
 from sde_lib import get_sde  # noqa: E402
 from sde_lib.flows import straightness, velocity_fn  # noqa: E402
@@ -248,14 +247,8 @@ def measure(name, args, device):
       sampling.update(variant='default', order=0, steps=budget, **overrides)
       key = f'{method}@{budget}'
       if key not in cells or cells[key]['sampling'] != resolved_sampling(sampling):
-        start = time.perf_counter()
-        draw = data_sampler(config, sde, model, device, sampling, checkpoint=checkpoint)
-        samples, nfe = draw_samples(draw, args.num_samples, args.num_samples, config.seed, device,
-                                    progress=False)
-        result = judge(samples)
-        cells[key] = {'nfe': nfe, 'fd': result['fd'], 'floor': result['floor'],
-                      'sampling': resolved_sampling(sampling),
-                      'seconds': time.perf_counter() - start}
+        cell = run_cell(config, model, sde, device, checkpoint, sampling, args.num_samples, judge)
+        cells[key] = {f: v for f, v in cell.items() if f != 'picture'}
         save()
       print(f"{name} {key}: FD {cells[key]['fd']:.2f}, nfe {cells[key]['nfe']:g}", flush=True)
   if name == 'flow_matching_condot':
